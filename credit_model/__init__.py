@@ -1,0 +1,1 @@
+"""Model code shared by every role: schema, data, preprocessing, training, compilation and loading."""

@@ -1,0 +1,117 @@
+"""The deployment directory: its manifest, file hashes, version checks, and a verified loader."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from .preprocessing import PartyPreprocessor
+from .schema import PARTIES, YEARS_EMPLOYED_BINS
+
+MANIFEST = "manifest.json"
+FORMAT = "fhe-credit-sim/deployment/1"
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "deployment_files"
+# Files every deployment holds besides the manifest.
+ARTIFACTS = ("client.zip", "server.zip", "server_simulate.zip") + tuple(
+    f"preprocessor_{p}.json" for p in PARTIES)
+
+
+class DeploymentError(RuntimeError):
+    """A deployment directory that is missing, altered or built with other library versions."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    names = ("concrete-ml", "concrete-python", "scikit-learn", "numpy")
+    found = {name: version(name) for name in names}
+    found["python"] = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return found
+
+
+def write_manifest(directory: Path, content: dict[str, Any]) -> dict[str, Any]:
+    """Add format, versions and the sha256 of every artifact, then write manifest.json."""
+    directory = Path(directory)
+    manifest = {"format": FORMAT, **content, "versions": library_versions(),
+                "files": {name: sha256_file(directory / name) for name in ARTIFACTS}}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A verified deployment directory: manifest and paths, nothing loaded that a role does not need."""
+
+    directory: Path
+    manifest: dict[str, Any]
+
+    @property
+    def slices(self) -> dict[str, tuple[int, int]]:
+        return {p: tuple(self.manifest["parties"][p]["slice"]) for p in PARTIES}
+
+    @property
+    def bins(self) -> tuple[str, ...]:
+        return tuple(self.manifest["years_employed_bins"])
+
+    @property
+    def is_monotone_in_years(self) -> bool:
+        return self.manifest.get("monotonic_cst", {}).get("Years_employed") == 1
+
+    def preprocessor(self, party: str) -> PartyPreprocessor:
+        return PartyPreprocessor.load(self.directory / f"preprocessor_{party}.json")
+
+    def client(self):
+        """A MultiInputFHEModelClient over client.zip (imported lazily: Concrete is heavy)."""
+        from .fhe_model import MultiInputFHEModelClient
+        return MultiInputFHEModelClient(str(self.directory), self.slices)
+
+    def server(self, simulate: bool = False):
+        from .fhe_model import MultiInputFHEModelServer
+        return MultiInputFHEModelServer(
+            str(self.directory), "server_simulate.zip" if simulate else "server.zip")
+
+
+def load_deployment(directory: Path | str | None = None, check_versions: bool = True) -> Deployment:
+    """Read and verify a deployment directory; raises DeploymentError with what is wrong and how to fix it."""
+    directory = Path(directory or DEFAULT_DIR)
+    path = directory / MANIFEST
+    hint = "regenerate it with `run_scenario.py train`"
+    if not path.is_file():
+        raise DeploymentError(f"{path} does not exist; {hint}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DeploymentError(f"{path} is not valid JSON ({exc}); {hint}") from exc
+    if manifest.get("format") != FORMAT:
+        raise DeploymentError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    for name in ARTIFACTS:
+        expected = manifest.get("files", {}).get(name)
+        if not (directory / name).is_file():
+            raise DeploymentError(f"{directory / name} is missing; {hint}")
+        actual = sha256_file(directory / name)
+        if actual != expected:
+            raise DeploymentError(
+                f"{directory / name}: sha256 {actual[:16]}… does not match the manifest's "
+                f"{str(expected)[:16]}…; the file was altered or belongs to another build; {hint}")
+    if check_versions:
+        current = library_versions()
+        for name in ("concrete-ml", "concrete-python", "python"):
+            built = manifest.get("versions", {}).get(name)
+            if built != current[name]:
+                raise DeploymentError(
+                    f"{directory} was built with {name} {built}, this environment has "
+                    f"{current[name]}; install the pinned versions (setup.cfg) or {hint}")
+    if tuple(manifest.get("years_employed_bins", ())) != YEARS_EMPLOYED_BINS:
+        raise DeploymentError(f"{path}: years-employed bins differ from the schema's")
+    return Deployment(directory, manifest)

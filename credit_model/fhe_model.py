@@ -1,0 +1,144 @@
+"""One Concrete circuit with one encrypted input per party, and the FHEModel* classes extended to use it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from concrete import fhe
+from concrete.compiler import LweSecretKey
+from concrete.ml.deployment import FHEModelClient, FHEModelDev, FHEModelServer
+
+from .schema import PARTIES
+
+# Concrete ML's default probability of error of one programmable bootstrap.
+P_ERROR = 2 ** -40
+
+
+def compile_multi_input(model, q_inputset: np.ndarray, slices: Sequence[tuple[int, int]],
+                        simulate: bool = False) -> fhe.Circuit:
+    """Compile the fitted tree's integer inference as f(user, bank, agency) over three encrypted slices.
+
+    The three arguments are concatenated along the feature axis inside the circuit, so each party
+    encrypts only its own columns. Input and evaluation-key compression are on.
+    """
+    inference = model._tree_inference  # pylint: disable=protected-access
+
+    def credit_tree(user, bank, agency):
+        return inference(np.concatenate((user, bank, agency), axis=1))[0]
+
+    compiler = fhe.Compiler(credit_tree, {p: "encrypted" for p in PARTIES})
+    inputset = [tuple(q_inputset[i:i + 1, a:b] for a, b in slices) for i in range(len(q_inputset))]
+    config = fhe.Configuration(compress_input_ciphertexts=True, compress_evaluation_keys=True,
+                               fhe_simulation=simulate)
+    return compiler.compile(inputset, config, p_error=P_ERROR)
+
+
+class MultiInputFHEModelDev(FHEModelDev):
+    """FHEModelDev that saves a model whose `fhe_circuit` was compiled by `compile_multi_input`.
+
+    The saved client.zip / server.zip have the standard Concrete ML layout, so the standard
+    FHEModelServer runs them unchanged (it accepts a tuple of serialized inputs).
+    """
+
+    def __init__(self, path_dir: str, model, circuit: fhe.Circuit):
+        model.fhe_circuit_ = circuit
+        model._is_compiled = True  # pylint: disable=protected-access
+        super().__init__(path_dir, model)
+
+
+class MultiInputFHEModelClient(FHEModelClient):
+    """FHEModelClient for the three-input circuit.
+
+    Concrete ML's client quantizes and encrypts all inputs of a model at once. Here each party
+    quantizes its own columns with its own slice of the input quantizers and encrypts only its own
+    argument (the others are passed as None). The client secret key can be exported as its LWE
+    secret keys and imported by another party, which then rebuilds a key set able to encrypt.
+    """
+
+    def __init__(self, path_dir: str, slices: dict[str, tuple[int, int]], key_dir=None):
+        self.slices = dict(slices)
+        super().__init__(path_dir, key_dir)
+
+    def _party_args(self, party: str, q_x: np.ndarray) -> list:
+        args: list = [None] * len(PARTIES)
+        args[PARTIES.index(party)] = q_x
+        return args
+
+    def quantize_party(self, party: str, x: np.ndarray) -> np.ndarray:
+        start, stop = self.slices[party]
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        if x.shape[1] != stop - start:
+            raise ValueError(f"{party} input has {x.shape[1]} columns, expected {stop - start}")
+        q_x = np.zeros_like(x, dtype=np.int64)
+        for i, quantizer in enumerate(self.model.input_quantizers[start:stop]):
+            q_x[:, i] = quantizer.quant(x[:, i])
+        return q_x
+
+    def quantize_encrypt_serialize_party(self, party: str, x: np.ndarray) -> bytes:
+        """Quantize, encrypt and serialize one party's preprocessed row(s)."""
+        encrypted = self.client.encrypt(*self._party_args(party, self.quantize_party(party, x)))
+        return encrypted[PARTIES.index(party)].serialize()
+
+    def export_secret_keys(self) -> list[bytes]:
+        """The client's LWE secret keys, serialized (this is the secret: share it with care)."""
+        self.generate_private_and_evaluation_keys(force=False)
+        keyset = self.client.keys._keyset  # pylint: disable=protected-access
+        return [key.serialize() for key in keyset.get_client_keys().get_secret_keys()]
+
+    def import_secret_keys(self, blobs: Sequence[bytes]) -> float:
+        """Rebuild a key set from another party's secret keys; returns the seconds it took."""
+        params = self.client.specs.program_info.get_keyset_info().secret_keys()
+        if len(blobs) != len(params):
+            raise ValueError(f"expected {len(params)} secret keys, got {len(blobs)}")
+        start = time.perf_counter()
+        initial = {i: LweSecretKey.deserialize(bytes(b), params[i]) for i, b in enumerate(blobs)}
+        keys = fhe.Keys(self.client.specs)
+        keys.generate(initial_keys=initial)
+        self.client.keys = keys
+        return time.perf_counter() - start
+
+    def decrypt_probabilities(self, serialized_output: bytes) -> np.ndarray:
+        """Decrypt the circuit output into class probabilities [p(denied), p(approved)]."""
+        return np.asarray(self.deserialize_decrypt_dequantize(serialized_output)).reshape(-1, 2)
+
+
+class SimulatedPartyClient:
+    """Insecure stand-in for MultiInputFHEModelClient in `--fhe simulate` mode (no keys, no encryption)."""
+
+    def __init__(self, fhe_client: MultiInputFHEModelClient):
+        self.inner = fhe_client
+        self.client = fhe.Client(fhe_client.client.specs, is_simulated=True)
+
+    def quantize_encrypt_serialize_party(self, party: str, x: np.ndarray) -> bytes:
+        args = self.inner._party_args(party, self.inner.quantize_party(party, x))
+        return self.client.simulate_encrypt(*args)[PARTIES.index(party)].serialize()
+
+    def decrypt_probabilities(self, serialized_output: bytes) -> np.ndarray:
+        value = fhe.Value.deserialize(serialized_output)
+        q_out = self.client.simulate_decrypt(value)
+        out = self.inner.model.post_processing(self.inner.model.dequantize_output(q_out))
+        return np.asarray(out).reshape(-1, 2)
+
+
+class MultiInputFHEModelServer(FHEModelServer):
+    """FHEModelServer that runs the three serialized party inputs with a reusable key object."""
+
+    def __init__(self, path_dir: str, server_zip: str = "server.zip"):
+        self.server_zip = server_zip
+        super().__init__(path_dir)
+
+    def load(self):
+        self.server = fhe.Server.load(Path(self.path_dir) / self.server_zip)
+
+    @property
+    def is_simulated(self) -> bool:
+        return bool(self.server.is_simulated)
+
+    def run_parties(self, inputs: Sequence[bytes], evaluation_keys) -> bytes:
+        """Run the circuit on (user, bank, agency) serialized ciphertexts; keys may be an object."""
+        values = [fhe.Value.deserialize(bytes(blob)) for blob in inputs]
+        result = self.server.run(*values, evaluation_keys=evaluation_keys)
+        return result.serialize()

@@ -8,11 +8,89 @@ from pathlib import Path
 import click
 
 from credit_model.deployment import DEFAULT_DIR
+from scenarios import SCENARIO_DIR
+from scenarios.spec import ScenarioError, load_scenario
+
+DEFAULT_SCENARIO = SCENARIO_DIR / "approved.yaml"
+
+
+def _load_all(paths) -> list:
+    loaded, errors = [], []
+    for path in paths:
+        try:
+            loaded.append(load_scenario(path))
+        except ScenarioError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise click.ClickException("invalid scenario file(s):\n  " + "\n  ".join(errors))
+    return loaded
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Privacy-preserving credit-card approval with FHE, as four ZeroMQ processes."""
+
+
+@cli.command()
+@click.argument("scenario_files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
+@click.option("--report-md", type=click.Path(dir_okay=False, path_type=Path), help="Write the Markdown report here.")
+@click.option("--fhe", type=click.Choice(["execute", "simulate"]), default=None,
+              help="execute: real FHE (default). simulate: Concrete simulation, INSECURE, for fast iteration.")
+@click.option("--strategy", type=click.Choice(["linear", "bisect"]), default=None,
+              help="Explainability search (overrides the scenario's default; a step's own strategy wins).")
+@click.option("--transport", type=click.Choice(["ipc", "tcp"]), default=None, help="Endpoints for the roles.")
+@click.option("--deployment", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Deployment directory (default: the committed deployment_files/).")
+def run(scenario_files, report_json, report_md, fhe, strategy, transport, deployment):
+    """Start the four processes and drive SCENARIO_FILES (default: scenarios/approved.yaml)."""
+    from scenarios.report import INSECURE, summary_table, write_json, write_markdown
+    from scenarios.runner import ScenarioRunner
+
+    scenarios = _load_all(scenario_files or [DEFAULT_SCENARIO])
+    reports = []
+    for scenario in scenarios:
+        mode = fhe or scenario.fhe
+        click.secho(f"== scenario {scenario.name}: {scenario.description}", bold=True)
+        if mode == "simulate":
+            click.secho(f"!! {INSECURE}", fg="red", bold=True)
+        report = ScenarioRunner(scenario, fhe=fhe, strategy=strategy, transport=transport,
+                                deployment=deployment, progress=click.echo).run()
+        reports.append(report)
+        for app in report.applicants:
+            click.echo(f"{app.session_id}: {app.explanation or app.decision or '(no decision)'}")
+            for failure in app.failures:
+                click.secho(f"  FAILED {failure}", fg="red")
+        click.echo(summary_table(report))
+        verdict = "PASSED" if report.passed else f"FAILED{': ' + report.fatal if report.fatal else ''}"
+        click.secho(f"scenario {scenario.name}: {verdict} in {report.duration_s:.1f} s",
+                    fg="green" if report.passed else "red", bold=True)
+    if report_json:
+        write_json(reports, report_json)
+    if report_md:
+        write_markdown(reports, report_md)
+    failed = [r.scenario.name for r in reports if not r.passed]
+    if failed:
+        raise click.ClickException(f"expectations did not hold in: {', '.join(failed)}")
+
+
+@cli.command()
+@click.argument("scenario_files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def validate(scenario_files):
+    """Check scenario files without starting any process."""
+    for scenario in _load_all(scenario_files):
+        click.echo(f"ok  {scenario.path}: {scenario.name} ({len(scenario.applicants)} applicant(s))")
+
+
+@cli.command(name="list")
+def list_scenarios():
+    """List the shipped scenarios with their one-line descriptions."""
+    for path in sorted(SCENARIO_DIR.glob("*.yaml")):
+        try:
+            scenario = load_scenario(path)
+            click.echo(f"{path.relative_to(SCENARIO_DIR.parent)}  {scenario.description}")
+        except ScenarioError as exc:
+            click.echo(f"{path.name}  (invalid: {exc})")
 
 
 @cli.command()

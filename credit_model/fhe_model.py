@@ -17,8 +17,7 @@ from .schema import PARTIES
 P_ERROR = 2 ** -40
 
 
-def compile_multi_input(model, q_inputset: np.ndarray, slices: Sequence[tuple[int, int]],
-                        simulate: bool = False) -> fhe.Circuit:
+def compile_multi_input(model, q_inputset: np.ndarray, slices: Sequence[tuple[int, int]]) -> fhe.Circuit:
     """Compile the fitted tree's integer inference as f(user, bank, agency) over three encrypted slices.
 
     The three arguments are concatenated along the feature axis inside the circuit, so each party
@@ -31,8 +30,7 @@ def compile_multi_input(model, q_inputset: np.ndarray, slices: Sequence[tuple[in
 
     compiler = fhe.Compiler(credit_tree, {p: "encrypted" for p in PARTIES})
     inputset = [tuple(q_inputset[i:i + 1, a:b] for a, b in slices) for i in range(len(q_inputset))]
-    config = fhe.Configuration(compress_input_ciphertexts=True, compress_evaluation_keys=True,
-                               fhe_simulation=simulate)
+    config = fhe.Configuration(compress_input_ciphertexts=True, compress_evaluation_keys=True)
     return compiler.compile(inputset, config, p_error=P_ERROR)
 
 

@@ -87,7 +87,6 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig,
     t0 = time.perf_counter()
     q_train = model.quantize_input(x_train)
     circuit = compile_multi_input(model, q_train, [slices[p] for p in PARTIES])
-    simulated = compile_multi_input(model, q_train, [slices[p] for p in PARTIES], simulate=True)
     metrics["compile_s"] = round(time.perf_counter() - t0, 3)
     metrics["programmable_bootstraps"] = int(circuit.statistics.get("programmable_bootstrap_count", -1))
     log(f"compiled in {metrics['compile_s']} s, {metrics['programmable_bootstraps']} PBS")
@@ -97,7 +96,7 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig,
     with tempfile.TemporaryDirectory(dir=output_dir.parent) as tmp:
         staging = Path(tmp) / "deploy"
         MultiInputFHEModelDev(str(staging), model, circuit).save()
-        simulated.server.save(staging / "server_simulate.zip", via_mlir=True)
+        circuit.simulator.save(staging / "server_simulate.zip", via_mlir=True)
         for party, pre in preprocessors.items():
             pre.save(staging / f"preprocessor_{party}.json")
         fhe_facts = measure_fhe(staging, slices, preprocessors, test, model,

@@ -1,0 +1,27 @@
+"""The committed circuit run under Concrete's simulation: the clear quantized model, fast and keyless."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .deployment import Deployment
+from .fhe_model import SimulatedPartyClient
+from .schema import PARTIES
+
+
+class ClearModel:
+    """Predicts exactly what the encrypted circuit computes, in the clear (for tests and scenario search)."""
+
+    def __init__(self, deployment: Deployment):
+        self.client = SimulatedPartyClient(deployment.client())
+        self.server = deployment.server(simulate=True)
+        self.preprocessors = {p: deployment.preprocessor(p) for p in PARTIES}
+
+    def probability(self, records: Mapping[str, Mapping[str, Any]]) -> float:
+        """P(approved) for one applicant given each party's raw record."""
+        blobs = [self.client.quantize_encrypt_serialize_party(p, self.preprocessors[p].transform_records([records[p]]))
+                 for p in PARTIES]
+        return float(self.client.decrypt_probabilities(self.server.run_parties(blobs, None))[0][1])
+
+    def approved(self, records: Mapping[str, Mapping[str, Any]]) -> bool:
+        return self.probability(records) > 0.5

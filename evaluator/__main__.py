@@ -1,0 +1,23 @@
+"""`python -m evaluator`: run the evaluator role as its own process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from credit_model.deployment import load_deployment
+from protocol.settings import RoleSettings, role_command
+
+from .service import Evaluator
+
+
+def _run(settings: RoleSettings) -> None:
+    Evaluator(load_deployment(settings.deployment), settings.evaluator, Path(settings.workdir),
+              control=settings.control, simulate=settings.fhe == "simulate",
+              max_sessions=settings.max_sessions, max_keys=settings.max_keys,
+              capture_dir=Path(settings.capture_dir) if settings.capture_dir else None).serve_forever()
+
+
+main = role_command("evaluator", _run)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The credit-scoring agency role: owns Years_employed and Employed; re-encrypts candidate bins on request."""
+
+from __future__ import annotations
+
+from credit_model.schema import YEARS_EMPLOYED_BINS
+from protocol.errors import ErrorCode, IllegalState, ProtocolError
+from protocol.messages import Ack, Candidate
+from protocol.settings import RoleSettings, role_command
+
+from .feature_party import FeatureParty, run_party
+
+
+class Agency(FeatureParty):
+    def __init__(self, settings: RoleSettings):
+        super().__init__("agency", settings)
+
+    def handle_other(self, sender: str, message):
+        if not isinstance(message, Candidate):
+            return super().handle_other(sender, message)
+        if sender != "user":
+            raise IllegalState(f"only the user may ask for candidate bins, not {sender}")
+        if message.session_id not in self.records:
+            raise ProtocolError(f"the agency holds no record for session {message.session_id!r}",
+                                ErrorCode.UNKNOWN_SESSION)
+        key_id, features = self.records[message.session_id]
+        if key_id != message.key_id:
+            raise IllegalState(f"session {message.session_id!r} was encrypted under another key id")
+        own = YEARS_EMPLOYED_BINS.index(features["Years_employed"])
+        target = own + message.offset
+        if message.offset < 0 or target >= len(YEARS_EMPLOYED_BINS):
+            raise ProtocolError(f"offset {message.offset} leaves the bins (own bin is "
+                                f"{features['Years_employed']})", ErrorCode.MALFORMED)
+        detail = {"bin": YEARS_EMPLOYED_BINS[target], "own_index": own,
+                  "bins_above": len(YEARS_EMPLOYED_BINS) - 1 - own}
+        if message.encrypt:
+            candidate = dict(features, Years_employed=YEARS_EMPLOYED_BINS[target])
+            detail.update(self.send_input(message.session_id, key_id, message.variant, candidate))
+        return Ack(detail)
+
+
+main = role_command("agency", lambda settings: run_party(Agency, settings))
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""What bank and agency share: hold the user's client key, validate, preprocess and encrypt only their own features."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from credit_model.deployment import Deployment, load_deployment
+from credit_model.schema import InputValidationError
+from protocol.errors import ErrorCode, IllegalState, ProtocolError
+from protocol.messages import Ack, ClientKey, Input
+from protocol.node import Node
+from protocol.settings import RoleSettings
+from protocol.states import KEY_TABLE, Event, KeyState, StateMachine
+
+log = logging.getLogger("fhe_credit_sim.party")
+
+
+def make_encryptor(deployment: Deployment, simulate: bool):
+    client = deployment.client()
+    if simulate:
+        from credit_model.fhe_model import SimulatedPartyClient
+        return SimulatedPartyClient(client)
+    return client
+
+
+def validated_matrix(pre, features) -> np.ndarray:
+    """Validate and preprocess one raw record; schema errors become INVALID_INPUT protocol errors."""
+    try:
+        return pre.transform_records([features])
+    except InputValidationError as exc:
+        raise ProtocolError(str(exc), ErrorCode.INVALID_INPUT) from None
+
+
+class FeatureParty(Node):
+    """A party that owns some features, receives the client key from the user, and sends ciphertexts
+    straight to the evaluator. It never sees the other parties' features or any result."""
+
+    def __init__(self, party: str, settings: RoleSettings):
+        super().__init__(party, settings.control)
+        self.party = party
+        self.settings = settings
+        self.simulate = settings.fhe == "simulate"
+        deployment = load_deployment(settings.deployment)
+        self.pre = deployment.preprocessor(party)
+        self.encryptor = make_encryptor(deployment, self.simulate)
+        self.keys: dict[str, object] = {}
+        self.key_states: dict[str, StateMachine] = {}
+        self.records: dict[str, tuple[str, dict]] = {}
+        self.evaluator = self.connect_peer("evaluator", settings.evaluator)
+        self.serve_router(getattr(settings, party), self.handle)
+
+    def key_state(self, key_id: str) -> StateMachine:
+        if key_id not in self.key_states:
+            self.key_states[key_id] = StateMachine(f"{self.party} key {key_id}", KeyState.NO_KEY, KEY_TABLE)
+        return self.key_states[key_id]
+
+    def handle(self, sender: str, packet):
+        message = packet.message
+        if isinstance(message, ClientKey):
+            if sender != "user":
+                raise IllegalState(f"only the user may share the client key, not {sender}")
+            seconds = self.encryptor.import_secret_keys(message.secret_keys)
+            self.keys[message.key_id] = self.encryptor.client.keys
+            self.key_state(message.key_id).fire(Event.KEY_RECEIVED)
+            return Ack({"key_id": message.key_id, "key_setup_s": round(seconds, 3)})
+        return self.handle_other(sender, message)
+
+    def handle_other(self, sender: str, message):
+        raise IllegalState(f"the {self.party} does not accept {message.TYPE.value} messages")
+
+    def encrypt(self, key_id: str, features: dict) -> bytes:
+        matrix = validated_matrix(self.pre, features)
+        if not self.simulate:
+            if self.key_state(key_id).state is not KeyState.KEY_READY:
+                raise ProtocolError(f"keys not generated yet: the {self.party} has no client key for "
+                                    f"key id {key_id!r} (the user shares it first)",
+                                    ErrorCode.KEYS_NOT_GENERATED)
+            self.encryptor.client.keys = self.keys[key_id]
+        return self.encryptor.quantize_encrypt_serialize_party(self.party, matrix)
+
+    def send_input(self, session_id: str, key_id: str, variant: str, features: dict) -> dict:
+        t0 = time.perf_counter()
+        ciphertext = self.encrypt(key_id, features)
+        t1 = time.perf_counter()
+        ack = self.evaluator.request(Input(session_id, key_id, self.party, variant, ciphertext),
+                                     self.settings.request_timeout)
+        return {"bytes": len(ciphertext), "encrypt_s": round(t1 - t0, 4),
+                "send_s": round(time.perf_counter() - t1, 4), "preview": ciphertext[:16].hex(),
+                "evaluator_state": ack.message.detail.get("state")}
+
+    def on_command(self, action: str, params: dict) -> dict:
+        if action == "encrypt":
+            session_id, key_id = params["session_id"], params["key_id"]
+            features = params["features"]
+            result = self.send_input(session_id, key_id, "base", features)
+            self.records[session_id] = (key_id, features)
+            return result
+        if action == "status":
+            return {"keys": sorted(self.keys), "sessions": len(self.records)}
+        return super().on_command(action, params)
+
+
+def run_party(cls, settings: RoleSettings) -> None:
+    node = cls(settings)
+    log.info("%s ready", node.role)
+    node.serve_forever()

@@ -1,0 +1,212 @@
+"""The user (applicant) role: owns the client key, encrypts its own features, and alone decrypts the decision."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from concrete import fhe
+
+from credit_model.explainability import (
+    EXPLAIN_WHEN_APPROVED, STRATEGIES, decision_message, explain_bisect, explain_linear,
+)
+from credit_model.deployment import load_deployment
+from protocol.errors import ErrorCode, ProtocolError, RemoteError
+from protocol.messages import Candidate, ClientKey, EvalKey, GetOutput, Input, KeyQuery, Output, Run
+from protocol.node import Node
+from protocol.settings import RoleSettings, role_command
+from protocol.states import APPLICATION_TABLE, ApplicationState, Event, StateMachine
+
+from .feature_party import make_encryptor, validated_matrix
+
+log = logging.getLogger("fhe_credit_sim.user")
+KEY_HOLDERS = ("bank", "agency")
+
+
+@dataclass
+class Application:
+    session_id: str
+    key_id: str
+    machine: StateMachine
+    runs: int = 0
+    approved: bool | None = None
+
+
+class User(Node):
+    """Generates keys, uploads only the evaluation key, shares the client key with bank and agency only."""
+
+    def __init__(self, settings: RoleSettings):
+        super().__init__("user", settings.control)
+        self.settings = settings
+        self.simulate = settings.fhe == "simulate"
+        self.deployment = load_deployment(settings.deployment)
+        self.pre = self.deployment.preprocessor("user")
+        self.encryptor = make_encryptor(self.deployment, self.simulate)
+        self.keys: dict[str, object] = {}
+        self.shared: dict[str, set[str]] = {peer: set() for peer in KEY_HOLDERS}
+        self.apps: dict[str, Application] = {}
+        self.evaluator = self.connect_peer("evaluator", settings.evaluator)
+        for peer in KEY_HOLDERS:
+            self.connect_peer(peer, getattr(settings, peer))
+
+    # --- keys -----------------------------------------------------------------------------
+    def use_keys(self, key_id: str) -> dict:
+        """Make key_id's keys current, generating them on first use; returns what it cost."""
+        steps = {}
+        if self.simulate:
+            return steps
+        if key_id not in self.keys:
+            t0 = time.perf_counter()
+            keys = fhe.Keys(self.encryptor.client.specs)
+            keys.generate()  # fresh random secret keys for every key id
+            self.keys[key_id] = keys
+            steps["keygen_s"] = round(time.perf_counter() - t0, 3)
+        self.encryptor.client.keys = self.keys[key_id]
+        return steps
+
+    def ensure_evaluation_key(self, key_id: str) -> dict:
+        timeout = self.settings.request_timeout
+        status = self.evaluator.request(KeyQuery(key_id), timeout).message
+        if status.present:
+            return {"eval_key_uploaded": False}
+        t0 = time.perf_counter()
+        blob = self.encryptor.client.evaluation_keys.serialize()
+        self.evaluator.request(EvalKey(key_id, blob), timeout)
+        return {"eval_key_uploaded": True, "eval_key_bytes": len(blob),
+                "eval_key_upload_s": round(time.perf_counter() - t0, 3)}
+
+    def share_client_key(self, key_id: str) -> dict:
+        """Send the secret keys to bank and agency (in parallel) unless they already have them."""
+        todo = [peer for peer in KEY_HOLDERS if key_id not in self.shared[peer]]
+        if not todo or self.simulate:
+            return {"client_key_shared_with": []}
+        blobs = tuple(self.encryptor.export_secret_keys())
+        t0 = time.perf_counter()
+        pending = {peer: self.peers[peer].send(ClientKey(key_id, blobs)) for peer in todo}
+        for peer, seq in pending.items():
+            self.peers[peer].wait_reply(seq, self.settings.request_timeout, "CLIENT_KEY")
+            self.shared[peer].add(key_id)
+        return {"client_key_shared_with": todo, "client_key_bytes": sum(len(b) for b in blobs),
+                "client_key_share_s": round(time.perf_counter() - t0, 3)}
+
+    # --- commands -------------------------------------------------------------------------
+    def application(self, session_id: str) -> Application:
+        if session_id not in self.apps:
+            raise ProtocolError(f"the user has no application {session_id!r}: prepare it first",
+                                ErrorCode.UNKNOWN_SESSION)
+        return self.apps[session_id]
+
+    def prepare(self, session_id: str, key_id: str, features: dict) -> dict:
+        matrix = validated_matrix(self.pre, features)
+        app = self.apps.get(session_id) or Application(
+            session_id, key_id, StateMachine(f"application {session_id}", ApplicationState.NEW, APPLICATION_TABLE))
+        if app.key_id != key_id:
+            raise ProtocolError(f"application {session_id!r} uses key id {app.key_id!r}", ErrorCode.ILLEGAL_STATE)
+        if not app.machine.can(Event.PREPARE):
+            app.machine.fire(Event.PREPARE)
+        result = self.use_keys(key_id)
+        result.update(self.ensure_evaluation_key(key_id) if not self.simulate else {"eval_key_uploaded": False})
+        result.update(self.share_client_key(key_id))
+        t0 = time.perf_counter()
+        ciphertext = self.encryptor.quantize_encrypt_serialize_party("user", matrix)
+        result["encrypt_s"] = round(time.perf_counter() - t0, 4)
+        self.evaluator.request(Input(session_id, key_id, "user", "base", ciphertext), self.settings.request_timeout)
+        result.update({"bytes": len(ciphertext), "preview": ciphertext[:16].hex()})
+        app.machine.fire(Event.PREPARE)
+        self.apps[session_id] = app
+        return result
+
+    def run_and_decrypt(self, app: Application, variants: dict) -> dict:
+        """Ask the evaluator to run, poll for the output until the run deadline, decrypt it."""
+        app.runs += 1
+        run_id = f"r{app.runs}"
+        t0 = time.perf_counter()
+        self.evaluator.request(Run(app.session_id, run_id, variants), self.settings.request_timeout)
+        deadline = time.monotonic() + self.settings.run_timeout
+        while True:
+            try:
+                output = self.evaluator.request(GetOutput(app.session_id, run_id),
+                                                self.settings.request_timeout).message
+                break
+            except RemoteError as exc:
+                if exc.code is not ErrorCode.OUTPUT_NOT_READY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        if not isinstance(output, Output):
+            raise ProtocolError(f"expected OUTPUT, got {output.TYPE.value}", ErrorCode.MALFORMED)
+        wait_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        if not self.simulate:
+            self.encryptor.client.keys = self.keys[app.key_id]
+        probabilities = self.encryptor.decrypt_probabilities(output.ciphertext)[0]
+        approved = bool(probabilities[1] > probabilities[0])
+        return {"approved": approved, "probability": round(float(probabilities[1]), 4),
+                "run_s": round(output.run_seconds, 4), "wait_s": round(wait_s, 4),
+                "decrypt_s": round(time.perf_counter() - t1, 4), "output_bytes": len(output.ciphertext),
+                "output_preview": output.ciphertext[:16].hex()}
+
+    def predict(self, session_id: str) -> dict:
+        app = self.application(session_id)
+        result = self.run_and_decrypt(app, {})
+        app.approved = result["approved"]
+        app.machine.fire(Event.DECIDED_APPROVED if app.approved else Event.DECIDED_DENIED)
+        result["decision"] = decision_message(app.approved)
+        return result
+
+    def explain(self, session_id: str, strategy: str) -> dict:
+        app = self.application(session_id)
+        if strategy not in STRATEGIES:
+            raise ProtocolError(f"unknown strategy {strategy!r} (allowed: {', '.join(STRATEGIES)})",
+                                ErrorCode.MALFORMED)
+        if app.machine.state is ApplicationState.APPROVED:
+            raise ProtocolError(EXPLAIN_WHEN_APPROVED, ErrorCode.NOT_DENIED)
+        if not app.machine.can(Event.EXPLAIN):
+            app.machine.fire(Event.EXPLAIN)
+        if strategy == "bisect" and not self.deployment.is_monotone_in_years:
+            raise ProtocolError("the bisect strategy needs a model trained with a monotone constraint on "
+                                "Years_employed, and this deployment's manifest does not record one; "
+                                "use --strategy linear", ErrorCode.ILLEGAL_STATE)
+        agency, timeout = self.peers["agency"], self.settings.request_timeout
+        info = agency.request(Candidate(session_id, app.key_id, 0, "info", encrypt=False), timeout).message.detail
+        bins = self.deployment.bins
+        runs = []
+
+        def run(offset: int) -> bool:
+            variant = f"{strategy}-{app.runs + 1}-y{offset}"
+            candidate = agency.request(Candidate(session_id, app.key_id, offset, variant), timeout).message.detail
+            outcome = self.run_and_decrypt(app, {"agency": variant})
+            runs.append({"bin": candidate["bin"], "approved": outcome["approved"], "run_s": outcome["run_s"],
+                         "bytes": candidate["bytes"], "output_bytes": outcome["output_bytes"]})
+            return outcome["approved"]
+
+        t0 = time.perf_counter()
+        if strategy == "linear":
+            explanation = explain_linear(bins, info["own_index"], run)
+        else:
+            explanation = explain_bisect(bins, info["own_index"], run)
+        app.machine.fire(Event.EXPLAIN)
+        return {"explanation": explanation.message, "outcome": explanation.outcome, "bin": explanation.bin,
+                "strategy": strategy, "runs": explanation.runs, "candidates": runs,
+                "seconds": round(time.perf_counter() - t0, 3)}
+
+    def on_command(self, action: str, params: dict) -> dict:
+        if action == "prepare":
+            return self.prepare(params["session_id"], params["key_id"], params["features"])
+        if action == "predict":
+            return self.predict(params["session_id"])
+        if action == "explain":
+            return self.explain(params["session_id"], params.get("strategy", "linear"))
+        if action == "status":
+            return {"keys": sorted(self.keys), "applications": {k: a.machine.state.value for k, a in self.apps.items()}}
+        return super().on_command(action, params)
+
+
+def _run(settings: RoleSettings) -> None:
+    User(settings).serve_forever()
+
+
+main = role_command("user", _run)
+
+if __name__ == "__main__":
+    main()

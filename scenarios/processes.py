@@ -1,0 +1,167 @@
+"""Start the four roles as OS processes, wait for READY, send control commands with deadlines, stop them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from protocol.errors import ErrorCode, ProtocolError, RemoteError
+from protocol.messages import Command, Error, Ready, Result, Shutdown, decode, encode
+from protocol.transport import TrafficLog, make_socket
+
+ROLES = ("evaluator", "user", "bank", "agency")
+MODULES = {"evaluator": "evaluator", "user": "parties.user", "bank": "parties.bank", "agency": "parties.agency"}
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class RoleFailure(ProtocolError):
+    """A role died, hung or answered with an error; names the role and what it was doing."""
+
+    def __init__(self, role: str, reason: str, code: ErrorCode):
+        super().__init__(reason, code)
+        self.role = role
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def endpoints_for(transport: str, run_dir: Path) -> dict[str, str]:
+    names = ("control", "evaluator", "bank", "agency")
+    if transport == "tcp":
+        return {n: f"tcp://127.0.0.1:{free_tcp_port()}" for n in names}
+    return {n: f"ipc://{run_dir}/{n}.ipc" for n in names}
+
+
+@dataclass
+class RoleProcess:
+    role: str
+    popen: subprocess.Popen
+    log_path: Path
+    identity: bytes | None = None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class ProcessSet:
+    """The four role processes of one run, and the runner's control ROUTER they connect to."""
+
+    def __init__(self, run_dir: Path, transport: str, fhe: str, deployment: str | None,
+                 extra_args: dict[str, list[str]] | None = None):
+        self.run_dir = Path(run_dir)
+        self.endpoints = endpoints_for(transport, self.run_dir)
+        self.fhe, self.deployment = fhe, deployment
+        self.extra_args = extra_args or {}
+        self.ctx = zmq.Context()
+        self.control = make_socket(self.ctx, zmq.ROUTER)
+        self.control.bind(self.endpoints["control"])
+        self.procs: dict[str, RoleProcess] = {}
+        self.traffic = TrafficLog("runner")
+        self._seq = 0
+
+    def command_line(self, role: str) -> list[str]:
+        args = [sys.executable, "-m", MODULES[role], "--control", self.endpoints["control"],
+                "--evaluator", self.endpoints["evaluator"], "--bank", self.endpoints["bank"],
+                "--agency", self.endpoints["agency"], "--workdir", str(self.run_dir / role),
+                "--fhe", self.fhe]
+        if self.deployment:
+            args += ["--deployment", str(self.deployment)]
+        return args + self.extra_args.get(role, [])
+
+    def start(self, timeout: float) -> dict[str, int]:
+        """Start every role and wait until each has said READY; returns role -> pid."""
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
+        for role in ROLES:
+            log_path = self.run_dir / f"{role}.log"
+            with open(log_path, "wb") as log_file:
+                popen = subprocess.Popen(self.command_line(role), cwd=PROJECT_ROOT, env=env,
+                                         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.procs[role] = RoleProcess(role, popen, log_path)
+        deadline = time.monotonic() + timeout
+        while any(p.identity is None for p in self.procs.values()):
+            self._check_alive("starting")
+            if time.monotonic() > deadline:
+                late = [r for r, p in self.procs.items() if p.identity is None]
+                raise RoleFailure(late[0], f"{', '.join(late)} did not announce READY within {timeout:.0f} s",
+                                  ErrorCode.TIMEOUT)
+            if self.control.poll(100, zmq.POLLIN):
+                identity, *frames = self.control.recv_multipart()
+                try:
+                    packet = decode(frames)
+                except ProtocolError:
+                    continue
+                if isinstance(packet.message, Ready) and packet.message.role in self.procs:
+                    self.procs[packet.message.role].identity = identity
+        return self.pids()
+
+    def pids(self) -> dict[str, int]:
+        return {role: p.popen.pid for role, p in self.procs.items()}
+
+    def _check_alive(self, doing: str) -> None:
+        for role, proc in self.procs.items():
+            code = proc.popen.poll()
+            if code is not None:
+                raise RoleFailure(role, f"the {role} process exited with code {code} while {doing}; "
+                                  f"last log lines:\n{proc.log_tail()}", ErrorCode.INTERNAL)
+
+    def command(self, role: str, action: str, params: dict, timeout: float) -> dict:
+        """Send a COMMAND to a role and wait for its RESULT; raise RoleFailure naming the role."""
+        proc = self.procs[role]
+        self._seq += 1
+        seq = self._seq
+        frames = encode(Command(action, params), seq)
+        self.traffic.add(role, frames)
+        self.control.send_multipart([proc.identity] + frames)
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive(f"running {action}")
+            if time.monotonic() > deadline:
+                raise RoleFailure(role, f"the {role} did not finish {action!r} within {timeout:.0f} s",
+                                  ErrorCode.TIMEOUT)
+            if not self.control.poll(100, zmq.POLLIN):
+                continue
+            identity, *frames = self.control.recv_multipart()
+            try:
+                packet = decode(frames)
+            except ProtocolError:
+                continue
+            if identity != proc.identity or packet.seq != seq:
+                continue
+            if isinstance(packet.message, Error):
+                raise RemoteError(packet.message.reason, ErrorCode.parse(packet.message.code), role)
+            if isinstance(packet.message, Result):
+                return packet.message.result
+
+    def stop(self, grace: float = 10.0) -> dict[str, int | None]:
+        """SHUTDOWN every role, then SIGTERM, then SIGKILL; close the control socket. Returns exit codes."""
+        for role, proc in self.procs.items():
+            if proc.identity is not None and proc.popen.poll() is None:
+                try:
+                    self.control.send_multipart([proc.identity] + encode(Shutdown(), 0), zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+        deadline = time.monotonic() + grace
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            for proc in self.procs.values():
+                if proc.popen.poll() is None and sig is not None:
+                    proc.popen.send_signal(sig)
+            while time.monotonic() < deadline and any(p.popen.poll() is None for p in self.procs.values()):
+                time.sleep(0.05)
+            deadline = time.monotonic() + 5
+        self.control.close(linger=0)
+        self.ctx.term()
+        return {role: p.popen.poll() for role, p in self.procs.items()}

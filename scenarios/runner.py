@@ -1,0 +1,217 @@
+"""Drive a scenario through the four role processes and check every expectation (the control plane only)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from credit_model.explainability import decision_message
+from protocol.errors import ErrorCode, ProtocolError
+
+from .processes import ROLES, ProcessSet, RoleFailure
+from .spec import Applicant, Scenario, Step
+
+START_TIMEOUT = 180.0
+COMMAND_TIMEOUT = 600.0
+
+
+@dataclass
+class StepRecord:
+    applicant: str
+    name: str
+    role: str
+    seconds: float
+    started: float
+    ended: float
+    bytes: int = 0
+    ok: bool = True
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class ApplicantReport:
+    name: str
+    session_id: str
+    decision: str | None = None
+    explanation: str | None = None
+    errors: list[dict] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    previews: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def expectations_held(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class RunReport:
+    scenario: Scenario
+    fhe: str
+    strategy: str
+    processes: dict[str, int] = field(default_factory=dict)
+    applicants: list[ApplicantReport] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    messages: list[dict] = field(default_factory=list)
+    fatal: str | None = None
+    duration_s: float = 0.0
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.fatal is None and all(a.expectations_held for a in self.applicants)
+
+
+class ScenarioRunner:
+    """Starts roles, tells them what to do, and records timings; keys and ciphertexts never pass through it."""
+
+    def __init__(self, scenario: Scenario, fhe: str | None = None, strategy: str | None = None,
+                 transport: str | None = None, deployment: str | None = None, run_dir: Path | None = None,
+                 progress: Callable[[str], None] = lambda line: None):
+        self.scenario = scenario
+        self.fhe = fhe or scenario.fhe
+        self.strategy = strategy
+        self.transport = transport or scenario.transport
+        self.deployment = deployment
+        self.run_dir = run_dir
+        self.progress = progress
+        self.report = RunReport(scenario, self.fhe, strategy or scenario.strategy)
+        self.deadline = 0.0
+
+    def remaining(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise RoleFailure("runner", f"the scenario deadline of {self.scenario.deadline_s:.0f} s passed",
+                              ErrorCode.TIMEOUT)
+        return left
+
+    def run(self) -> RunReport:
+        started = time.monotonic()
+        self.deadline = started + self.scenario.deadline_s
+        with tempfile.TemporaryDirectory(prefix="fcs-") as tmp:
+            run_dir = Path(self.run_dir or tmp)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            procs = ProcessSet(run_dir, self.transport, self.fhe, self.deployment)
+            try:
+                self.progress(f"starting {', '.join(ROLES)} ({self.transport}, fhe={self.fhe})")
+                self.report.processes = procs.start(min(START_TIMEOUT, self.remaining()))
+                self.progress("all roles ready: " + ", ".join(f"{r}={p}" for r, p in self.report.processes.items()))
+                counts: dict[str, int] = {}
+                for applicant in self.scenario.applicants:
+                    counts[applicant.name] = counts.get(applicant.name, 0) + 1
+                    self.run_applicant(procs, applicant, f"{applicant.name}-{counts[applicant.name]}")
+                for role in ROLES:
+                    stats = procs.command(role, "stats", {}, min(30.0, self.remaining()))
+                    self.report.messages.extend(stats["messages"])
+                self.report.messages.extend(procs.traffic.drain())
+            except ProtocolError as exc:
+                role = getattr(exc, "role", "runner")
+                self.report.fatal = f"{role}: {exc.reason}"
+                self.progress(f"FATAL {self.report.fatal}")
+            finally:
+                self.report.exit_codes = procs.stop()
+        self.report.messages.sort(key=lambda m: m["t"])
+        self._attribute_bytes()
+        self.report.duration_s = round(time.monotonic() - started, 3)
+        return self.report
+
+    def _attribute_bytes(self) -> None:
+        for step in self.report.steps:
+            step.bytes = sum(m["bytes"] for m in self.report.messages
+                             if step.started <= m["t"] <= step.ended and m["receiver"] != "runner"
+                             and m["sender"] != "runner")
+
+    def _call(self, procs: ProcessSet, app: ApplicantReport, name: str, role: str, action: str,
+              params: dict) -> dict:
+        t0, wall0 = time.perf_counter(), time.time()
+        try:
+            result = procs.command(role, action, params, min(COMMAND_TIMEOUT, self.remaining()))
+            ok = True
+            return result
+        except ProtocolError:
+            ok, result = False, {}
+            raise
+        finally:
+            seconds = time.perf_counter() - t0
+            self.report.steps.append(StepRecord(app.name, name, role, round(seconds, 4), wall0, time.time(),
+                                                ok=ok, detail=result))
+            self.progress(f"[{app.session_id}] {name:<18} {role:<9} {seconds:7.2f} s {'ok' if ok else 'error'}")
+
+    def run_applicant(self, procs: ProcessSet, applicant: Applicant, session_id: str) -> None:
+        app = ApplicantReport(applicant.name, session_id)
+        self.report.applicants.append(app)
+        for index, step in enumerate(applicant.steps):
+            label = f"applicant {applicant.name!r} ({session_id}), step {index + 1} ({step.action})"
+            try:
+                outcome = self.run_step(procs, applicant, app, step)
+                error = None
+            except RoleFailure:
+                raise
+            except ProtocolError as exc:
+                outcome, error = {}, exc
+                role = getattr(exc, "peer", "") or "runner"
+                app.errors.append({"step": step.action, "role": role, "code": exc.code.value, "reason": exc.reason})
+            for failure in check(step, outcome, error):
+                role = (getattr(error, "peer", "") or "user") if error else "user"
+                app.failures.append(f"{label}, party {role}: {failure}")
+
+    def run_step(self, procs: ProcessSet, applicant: Applicant, app: ApplicantReport, step: Step) -> dict:
+        sid, key_id = app.session_id, applicant.name
+        if step.action == "predict":
+            prep = self._call(procs, app, "prepare+encrypt", "user", "prepare",
+                              {"session_id": sid, "key_id": key_id, "features": applicant.data["user"]})
+            app.previews["user"] = prep.get("preview", "")
+            for party in ("bank", "agency"):
+                if party in step.withhold:
+                    self.progress(f"[{sid}] {party} withholds its input (scenario)")
+                    continue
+                res = self._call(procs, app, "encrypt", party, "encrypt",
+                                 {"session_id": sid, "key_id": key_id, "features": applicant.data[party]})
+                app.previews[party] = res.get("preview", "")
+            result = self._call(procs, app, "run+decrypt", "user", "predict", {"session_id": sid})
+            app.previews["output"] = result.get("output_preview", "")
+            app.decision = result["decision"]
+            return {**result, "keygen": "keygen_s" in prep, "eval_key_upload": prep.get("eval_key_uploaded")}
+        strategy = step.strategy or self.strategy or self.scenario.strategy
+        result = self._call(procs, app, f"explain ({strategy})", "user", "explain",
+                            {"session_id": sid, "strategy": strategy})
+        app.explanation = result["explanation"]
+        return result
+
+
+def check(step: Step, outcome: dict, error: ProtocolError | None) -> list[str]:
+    """Compare what happened with what the step expects; returns the failures in words."""
+    exp, failures = step.expect, []
+    if error is not None:
+        if exp.error is None:
+            return [f"unexpected error {error.code.value}: {error.reason}"]
+        if error.code.value != exp.error:
+            failures.append(f"expected error {exp.error}, got {error.code.value}: {error.reason}")
+        if exp.error_mentions and exp.error_mentions not in error.reason:
+            failures.append(f"expected the error to mention {exp.error_mentions!r}, got {error.reason!r}")
+        if exp.message and exp.message != error.reason:
+            failures.append(f"expected message {exp.message!r}, got {error.reason!r}")
+        return failures
+    if exp.error is not None:
+        return [f"expected error {exp.error}, but the step succeeded"]
+    if step.action == "predict":
+        if exp.decision and decision_message(exp.decision == "approved") != outcome["decision"]:
+            failures.append(f"expected decision {exp.decision!r}, got {outcome['decision']!r}")
+        for key in ("keygen", "eval_key_upload"):
+            wanted = getattr(exp, key)
+            if wanted is not None and bool(outcome.get(key)) != wanted:
+                failures.append(f"expected {key}={wanted}, got {bool(outcome.get(key))}")
+        if exp.message and exp.message != outcome["decision"]:
+            failures.append(f"expected message {exp.message!r}, got {outcome['decision']!r}")
+        return failures
+    if exp.outcome and exp.outcome != outcome["outcome"]:
+        failures.append(f"expected outcome {exp.outcome!r}, got {outcome['outcome']!r}")
+    if exp.bin and exp.bin != outcome["bin"]:
+        failures.append(f"expected bin {exp.bin!r}, got {outcome['bin']!r}")
+    if exp.message and exp.message != outcome["explanation"]:
+        failures.append(f"expected message {exp.message!r}, got {outcome['explanation']!r}")
+    if exp.max_runs is not None and outcome["runs"] > exp.max_runs:
+        failures.append(f"expected at most {exp.max_runs} encrypted runs, took {outcome['runs']}")
+    return failures

@@ -1,0 +1,191 @@
+"""Scenario files: their schema, and validation that names the file, the field and what was expected."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from credit_model.explainability import STRATEGIES
+from credit_model.schema import InputValidationError, PARTIES, YEARS_EMPLOYED_BINS, validate_record
+from protocol.errors import ErrorCode
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+OUTCOMES = ("approved_at_own_bin", "bin_found", "no_bin_helps", "at_last_bin")
+ACTIONS = ("predict", "explain")
+MAX_FILE_BYTES = 1024 * 1024
+MAX_APPLICANTS = 200
+
+
+class ScenarioError(ValueError):
+    """A scenario file that does not fit the schema."""
+
+    def __init__(self, path: Path | str, where: str, expected: str):
+        self.path, self.where, self.expected = str(path), where, expected
+        super().__init__(f"{path}: {where}: {expected}")
+
+
+@dataclass(frozen=True)
+class Expect:
+    decision: str | None = None
+    outcome: str | None = None
+    bin: str | None = None
+    message: str | None = None
+    error: str | None = None
+    error_mentions: str | None = None
+    keygen: bool | None = None
+    eval_key_upload: bool | None = None
+    max_runs: int | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    action: str
+    strategy: str | None = None
+    withhold: tuple[str, ...] = ()
+    expect: Expect = field(default_factory=Expect)
+
+
+@dataclass(frozen=True)
+class Applicant:
+    name: str
+    data: dict[str, dict[str, Any]]
+    steps: tuple[Step, ...]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: str
+    name: str
+    description: str
+    applicants: tuple[Applicant, ...]
+    fhe: str = "execute"
+    transport: str = "ipc"
+    strategy: str = "linear"
+    deadline_s: float = 900.0
+
+
+class _Checker:
+    def __init__(self, path):
+        self.path = path
+
+    def fail(self, where: str, expected: str):
+        raise ScenarioError(self.path, where, expected)
+
+    def mapping(self, value, where: str, required: set[str], optional: set[str]) -> dict:
+        if not isinstance(value, dict):
+            self.fail(where, f"expected a mapping, got {type(value).__name__}")
+        unknown = sorted(set(value) - required - optional)
+        if unknown:
+            self.fail(f"{where}.{unknown[0]}", f"unknown field; expected one of {sorted(required | optional)}")
+        missing = sorted(required - set(value))
+        if missing:
+            self.fail(f"{where}.{missing[0]}", "required field is missing")
+        return value
+
+    def choice(self, value, where: str, allowed) -> str:
+        if value not in allowed:
+            self.fail(where, f"expected one of {list(allowed)}, got {value!r}")
+        return value
+
+    def text(self, value, where: str, pattern: re.Pattern | None = None, limit: int = 2000) -> str:
+        if not isinstance(value, str) or len(value) > limit or (pattern and not pattern.match(value)):
+            rule = f"matching {pattern.pattern}" if pattern else f"of at most {limit} characters"
+            self.fail(where, f"expected a string {rule}, got {value!r:.80}")
+        return value
+
+
+def _expect(c: _Checker, raw, where: str, action: str) -> Expect:
+    keys = {"predict": {"decision", "keygen", "eval_key_upload"},
+            "explain": {"outcome", "bin", "max_runs"}}[action] | {"message", "error", "error_mentions"}
+    raw = c.mapping(raw or {}, where, set(), keys)
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        here = f"{where}.{key}"
+        if key == "decision":
+            out[key] = c.choice(value, here, ("approved", "denied"))
+        elif key == "outcome":
+            out[key] = c.choice(value, here, OUTCOMES)
+        elif key == "bin":
+            out[key] = c.choice(value, here, YEARS_EMPLOYED_BINS)
+        elif key == "error":
+            out[key] = c.choice(value, here, [code.value for code in ErrorCode])
+        elif key in ("keygen", "eval_key_upload"):
+            if not isinstance(value, bool):
+                c.fail(here, f"expected true or false, got {value!r}")
+            out[key] = value
+        elif key == "max_runs":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+                c.fail(here, f"expected an integer from 0 to 100, got {value!r}")
+            out[key] = value
+        else:
+            out[key] = c.text(value, here)
+    return Expect(**out)
+
+
+def _step(c: _Checker, raw, where: str) -> Step:
+    raw = c.mapping(raw, where, {"action"}, {"strategy", "withhold", "expect"})
+    action = c.choice(raw["action"], f"{where}.action", ACTIONS)
+    strategy = raw.get("strategy")
+    if strategy is not None:
+        if action != "explain":
+            c.fail(f"{where}.strategy", "only an explain step takes a strategy")
+        c.choice(strategy, f"{where}.strategy", STRATEGIES)
+    withhold = raw.get("withhold", [])
+    if not isinstance(withhold, list) or (withhold and action != "predict"):
+        c.fail(f"{where}.withhold", "expected a list of parties, on a predict step")
+    for i, party in enumerate(withhold):
+        c.choice(party, f"{where}.withhold[{i}]", ("bank", "agency"))
+    return Step(action, strategy, tuple(withhold), _expect(c, raw.get("expect"), f"{where}.expect", action))
+
+
+def parse_scenario(text: str, path: Path | str) -> Scenario:
+    c = _Checker(path)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(path, "file", f"valid YAML expected ({exc})") from None
+    raw = c.mapping(raw, "(top level)", {"name", "description", "applicants"},
+                    {"fhe", "transport", "strategy", "deadline_s"})
+    name = c.text(raw["name"], "name", NAME)
+    description = c.text(raw["description"], "description", limit=300)
+    deadline = raw.get("deadline_s", 900.0)
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not 1 <= deadline <= 86400:
+        c.fail("deadline_s", f"expected seconds from 1 to 86400, got {deadline!r}")
+    applicants_raw = raw["applicants"]
+    if not isinstance(applicants_raw, list) or not 1 <= len(applicants_raw) <= MAX_APPLICANTS:
+        c.fail("applicants", f"expected a list of 1 to {MAX_APPLICANTS} applicants")
+    applicants = []
+    for i, entry in enumerate(applicants_raw):
+        where = f"applicants[{i}]"
+        entry = c.mapping(entry, where, {"name", "steps", *PARTIES}, set())
+        data = {}
+        for party in PARTIES:
+            try:
+                data[party] = validate_record(party, entry[party])
+            except InputValidationError as exc:
+                c.fail(f"{where}.{party}.{exc.field}", f"{exc.problem}" + (f" (allowed: {exc.allowed})" if exc.allowed else ""))
+        steps_raw = entry["steps"]
+        if not isinstance(steps_raw, list) or not 1 <= len(steps_raw) <= 20:
+            c.fail(f"{where}.steps", "expected a list of 1 to 20 steps")
+        steps = tuple(_step(c, s, f"{where}.steps[{j}]") for j, s in enumerate(steps_raw))
+        applicants.append(Applicant(c.text(entry["name"], f"{where}.name", NAME), data, steps))
+    return Scenario(
+        path=str(path), name=name, description=description, applicants=tuple(applicants),
+        fhe=c.choice(raw.get("fhe", "execute"), "fhe", ("execute", "simulate")),
+        transport=c.choice(raw.get("transport", "ipc"), "transport", ("ipc", "tcp")),
+        strategy=c.choice(raw.get("strategy", "linear"), "strategy", STRATEGIES),
+        deadline_s=float(deadline),
+    )
+
+
+def load_scenario(path: Path | str) -> Scenario:
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(path, "file", "an existing scenario file")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ScenarioError(path, "file", f"at most {MAX_FILE_BYTES} bytes")
+    return parse_scenario(path.read_text(encoding="utf-8"), path)

@@ -93,6 +93,9 @@ class Evaluator(Node):
             raise ProtocolError(f"unknown party {message.party!r}", ErrorCode.MALFORMED)
         if sender != message.party:
             raise ProtocolError(f"{sender} may not send the {message.party} input", ErrorCode.ILLEGAL_STATE)
+        for kind, value in (("session id", message.session_id), ("key id", message.key_id),
+                            ("variant", message.variant)):
+            check_id(kind, value)
         from concrete import fhe
         try:
             fhe.Value.deserialize(message.ciphertext)

@@ -39,7 +39,7 @@ class FeatureParty(Node):
     straight to the evaluator. It never sees the other parties' features or any result."""
 
     def __init__(self, party: str, settings: RoleSettings):
-        super().__init__(party, settings.control)
+        super().__init__(party, settings.control, capture_dir=settings.capture_dir)
         self.party = party
         self.settings = settings
         self.simulate = settings.fhe == "simulate"

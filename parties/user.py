@@ -37,7 +37,7 @@ class User(Node):
     """Generates keys, uploads only the evaluation key, shares the client key with bank and agency only."""
 
     def __init__(self, settings: RoleSettings):
-        super().__init__("user", settings.control)
+        super().__init__("user", settings.control, capture_dir=settings.capture_dir)
         self.settings = settings
         self.simulate = settings.fhe == "simulate"
         self.deployment = load_deployment(settings.deployment)

@@ -82,10 +82,10 @@ class ProcessSet:
             args += ["--deployment", str(self.deployment)]
         return args + self.extra_args.get(role, [])
 
-    def start(self, timeout: float) -> dict[str, int]:
-        """Start every role and wait until each has said READY; returns role -> pid."""
+    def start(self, timeout: float, roles: tuple[str, ...] = ROLES) -> dict[str, int]:
+        """Start the roles and wait until each has said READY; returns role -> pid."""
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
-        for role in ROLES:
+        for role in roles:
             log_path = self.run_dir / f"{role}.log"
             with open(log_path, "wb") as log_file:
                 popen = subprocess.Popen(self.command_line(role), cwd=PROJECT_ROOT, env=env,

@@ -76,14 +76,16 @@ class _Checker:
         raise ScenarioError(self.path, where, expected)
 
     def mapping(self, value, where: str, required: set[str], optional: set[str]) -> dict:
+        """Check a mapping's keys; `where` is its path ("" for the top level of the file)."""
         if not isinstance(value, dict):
-            self.fail(where, f"expected a mapping, got {type(value).__name__}")
-        unknown = sorted(set(value) - required - optional)
+            self.fail(where or "(top level)", f"expected a mapping, got {type(value).__name__}")
+        prefix = f"{where}." if where else ""
+        unknown = sorted(set(value) - required - optional, key=str)
         if unknown:
-            self.fail(f"{where}.{unknown[0]}", f"unknown field; expected one of {sorted(required | optional)}")
+            self.fail(f"{prefix}{unknown[0]}", f"unknown field; expected one of {sorted(required | optional)}")
         missing = sorted(required - set(value))
         if missing:
-            self.fail(f"{where}.{missing[0]}", "required field is missing")
+            self.fail(f"{prefix}{missing[0]}", "required field is missing")
         return value
 
     def choice(self, value, where: str, allowed) -> str:
@@ -148,7 +150,7 @@ def parse_scenario(text: str, path: Path | str) -> Scenario:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ScenarioError(path, "file", f"valid YAML expected ({exc})") from None
-    raw = c.mapping(raw, "(top level)", {"name", "description", "applicants"},
+    raw = c.mapping(raw, "", {"name", "description", "applicants"},
                     {"fhe", "transport", "strategy", "deadline_s"})
     name = c.text(raw["name"], "name", NAME)
     description = c.text(raw["description"], "description", limit=300)

@@ -1,0 +1,106 @@
+"""The click CLI: list, validate, run (real processes) with reports, train, and the role commands."""
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from run_scenario import cli
+from scenarios import SCENARIO_DIR
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_list_shows_every_shipped_scenario(runner):
+    result = runner.invoke(cli, ["list"])
+    assert result.exit_code == 0
+    for path in SCENARIO_DIR.glob("*.yaml"):
+        assert f"scenarios/{path.name}" in result.output
+
+
+def test_validate_good_and_bad_files(runner, tmp_path):
+    good = runner.invoke(cli, ["validate", str(SCENARIO_DIR / "approved.yaml")])
+    assert good.exit_code == 0 and "ok" in good.output
+    data = yaml.safe_load((SCENARIO_DIR / "approved.yaml").read_text())
+    data["applicants"][0]["bank"]["Account_age"] = -5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    result = runner.invoke(cli, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert "bad.yaml: applicants[0].bank.Account_age: value -5 is out of range" in result.output
+
+
+def test_run_refuses_an_invalid_file_before_starting_anything(runner, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\n")
+    result = runner.invoke(cli, ["run", str(bad)])
+    assert result.exit_code == 1 and "bad.yaml: applicants: required field is missing" in result.output
+    assert "starting" not in result.output
+
+
+def test_run_in_simulation_writes_reports_and_labels_them_insecure(runner, tmp_path):
+    report_json, report_md = tmp_path / "r.json", tmp_path / "r.md"
+    result = runner.invoke(cli, ["run", str(SCENARIO_DIR / "missing_party_input.yaml"), "--fhe", "simulate",
+                                 "--transport", "tcp", "--report-json", str(report_json),
+                                 "--report-md", str(report_md)])
+    assert result.exit_code == 0, result.output
+    assert "INSECURE" in result.output and "PASSED" in result.output
+    data = json.loads(report_json.read_text())
+    assert data["scenario"] == "missing_party_input" and data["insecure"] is True
+    assert set(data["processes"]) == {"evaluator", "user", "bank", "agency"}
+    assert data["applicants"][0]["expectations_held"] is True
+    assert data["applicants"][0]["errors"][0]["code"] == "MISSING_INPUTS"
+    assert {"name", "role", "seconds"} <= set(data["steps"][0])
+    assert {"sender", "receiver", "type", "bytes"} <= set(data["messages"][0])
+    assert not any(m["sender"] == "bank" and m["type"] == "INPUT" for m in data["messages"])
+    markdown = report_md.read_text()
+    assert "```mermaid" in markdown and "sequenceDiagram" in markdown and "INSECURE" in markdown
+    assert "user->>evaluator: INPUT" in markdown and "agency->>evaluator: INPUT" in markdown
+
+
+def test_run_exits_non_zero_naming_applicant_step_and_party(runner, tmp_path):
+    data = yaml.safe_load((SCENARIO_DIR / "approved.yaml").read_text())
+    data["applicants"][0]["steps"][0]["expect"] = {"decision": "denied"}
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(yaml.safe_dump(data))
+    result = runner.invoke(cli, ["run", str(wrong), "--fhe", "simulate"])
+    assert result.exit_code == 1
+    assert "applicant 'alice' (alice-1), step 1 (predict), party user: expected decision 'denied'" in result.output
+
+
+@pytest.mark.parametrize("module", ["parties.user", "parties.bank", "parties.agency", "evaluator.__main__"])
+def test_role_commands_document_their_settings(runner, module):
+    import importlib
+    result = runner.invoke(importlib.import_module(module).main, ["--help"])
+    assert result.exit_code == 0
+    for option in ("--config", "--evaluator", "--control", "--fhe", "--request-timeout"):
+        assert option in result.output
+
+
+def test_role_config_file_is_validated(runner, tmp_path):
+    from protocol.settings import load_settings
+    config = tmp_path / "bank.yaml"
+    config.write_text("evaluator: tcp://10.0.0.5:5555\nrequest_timeout: 5\n")
+    settings = load_settings(str(config), {"request_timeout": 9.0})
+    assert settings.evaluator == "tcp://10.0.0.5:5555" and settings.request_timeout == 9.0
+    config.write_text("evaluatr: tcp://x\n")
+    with pytest.raises(Exception, match="unknown settings"):
+        load_settings(str(config), {})
+
+
+@pytest.mark.fhe
+@pytest.mark.slow
+def test_train_writes_a_verified_deployment_whose_fhe_agrees_with_the_clear_model(runner, tmp_path):
+    out = tmp_path / "deploy"
+    result = runner.invoke(cli, ["train", "--output", str(out), "--samples", "1500", "--depth", "4",
+                                 "--bits", "4", "--seed", "5", "--fhe-check", "20"])
+    assert result.exit_code == 0, result.output
+    from credit_model.deployment import load_deployment
+    manifest = load_deployment(out).manifest
+    assert manifest["fhe"]["fhe_agreement"] == "20/20"
+    assert manifest["training"]["samples"] == 1500 and manifest["training"]["max_depth"] == 4
+    assert manifest["metrics"]["accuracy_float"] > 0.7

@@ -1,0 +1,71 @@
+"""Real FHE on the committed artifacts: standard FHEModel* round trip, key sharing, agreement with the clear model."""
+
+import numpy as np
+import pytest
+from concrete import fhe
+from concrete.ml.deployment import FHEModelClient, FHEModelServer
+
+from credit_model.generator import generate_applicants
+from credit_model.schema import FEATURES, PARTIES
+
+pytestmark = pytest.mark.fhe
+
+
+@pytest.fixture(scope="module")
+def keyed_client(deployment):
+    client = deployment.client()
+    client.generate_private_and_evaluation_keys()
+    return client
+
+
+def encrypt_all(client, deployment, records):
+    return tuple(client.quantize_encrypt_serialize_party(p, deployment.preprocessor(p).transform_records([records[p]]))
+                 for p in PARTIES)
+
+
+def test_standard_client_server_round_trip(deployment, keyed_client, alice, clear_model):
+    """Concrete ML's own FHEModelServer runs the three ciphertexts; its FHEModelClient decrypts the output."""
+    server = FHEModelServer(str(deployment.directory))
+    output = server.run(encrypt_all(keyed_client, deployment, alice), keyed_client.get_serialized_evaluation_keys())
+    standard = FHEModelClient(str(deployment.directory))
+    standard.client.keys = keyed_client.client.keys
+    proba = np.asarray(standard.deserialize_decrypt_dequantize(output)).reshape(-1)
+    assert proba[1] == pytest.approx(clear_model.probability(alice))
+    assert proba[1] > 0.5
+
+
+def test_each_party_encrypts_only_its_slice(deployment, keyed_client, alice):
+    blobs = encrypt_all(keyed_client, deployment, alice)
+    assert len({len(b) for b in blobs}) == 3  # 47, 1 and 2 columns give different sizes
+    with pytest.raises(ValueError, match="columns"):
+        keyed_client.quantize_encrypt_serialize_party("bank", np.zeros((1, 2)))
+
+
+def test_shared_secret_keys_encrypt_for_the_key_owner(deployment, keyed_client, alice, clear_model):
+    """Bank imports the user's secret keys; the user decrypts what the bank's ciphertext contributed to."""
+    bank = deployment.client()
+    bank.import_secret_keys(keyed_client.export_secret_keys())
+    records = {**alice, "bank": {"Account_age": 0}}
+    blobs = list(encrypt_all(keyed_client, deployment, records))
+    blobs[1] = bank.quantize_encrypt_serialize_party("bank", deployment.preprocessor("bank").transform_records([records["bank"]]))
+    keys = fhe.EvaluationKeys.deserialize(keyed_client.get_serialized_evaluation_keys())
+    output = deployment.server().run_parties(blobs, keys)
+    assert keyed_client.decrypt_probabilities(output)[0][1] == pytest.approx(clear_model.probability(records))
+    with pytest.raises(ValueError, match="secret keys"):
+        bank.import_secret_keys([b"x"])
+
+
+@pytest.mark.slow
+def test_fhe_agrees_with_clear_quantized_model_on_20_held_out_applicants(deployment, keyed_client, clear_model):
+    df = generate_applicants(20, seed=12345)  # seed differs from the training seed: unseen applicants
+    keys = fhe.EvaluationKeys.deserialize(keyed_client.get_serialized_evaluation_keys())
+    server = deployment.server()
+    agree = 0
+    for i in range(len(df)):
+        row = df.iloc[i]
+        records = {p: {f.name: (row[f.name].item() if hasattr(row[f.name], "item") else row[f.name])
+                       for f in FEATURES[p]} for p in PARTIES}
+        output = server.run_parties(encrypt_all(keyed_client, deployment, records), keys)
+        fhe_p = keyed_client.decrypt_probabilities(output)[0][1]
+        agree += int(fhe_p == pytest.approx(clear_model.probability(records)))
+    assert agree == 20

@@ -1,0 +1,144 @@
+"""Real OS processes over real ZeroMQ sockets: protocol errors, deadlines, signals, death detection."""
+
+import os
+import signal
+import time
+
+import pytest
+import zmq
+
+from protocol import PROTOCOL_VERSION
+from protocol.messages import ClientKey, GetOutput, Input, KeyQuery, Ping, Run, decode, encode
+from protocol.transport import make_socket
+from scenarios.processes import ProcessSet, RoleFailure
+
+
+@pytest.fixture
+def start_roles(tmp_path):
+    """Start a subset of roles as real processes on ipc endpoints under tmp; always stopped afterwards."""
+    started = []
+
+    def start(roles, fhe="simulate", transport="ipc"):
+        run_dir = tmp_path / f"run{len(started)}"
+        run_dir.mkdir()
+        procs = ProcessSet(run_dir, transport, fhe, None)
+        started.append(procs)
+        procs.start(180, roles)
+        return procs
+
+    yield start
+    for procs in started:
+        procs.stop()
+
+
+@pytest.fixture
+def client_socket():
+    ctx = zmq.Context()
+    sockets = []
+
+    def connect(endpoint, identity):
+        sock = make_socket(ctx, zmq.DEALER, identity)
+        sock.connect(endpoint)
+        sockets.append(sock)
+        return sock
+
+    yield connect
+    for sock in sockets:
+        sock.close(linger=0)
+    ctx.term()
+
+
+def ask(sock, frames, timeout=20.0):
+    sock.send_multipart(frames)
+    assert sock.poll(int(timeout * 1000), zmq.POLLIN), "no reply before the deadline"
+    return decode(sock.recv_multipart())
+
+
+def error_code(packet):
+    assert packet.message.TYPE.value == "ERROR", packet
+    return packet.message.code
+
+
+def test_evaluator_answers_every_bad_message_with_an_error_and_keeps_serving(start_roles, client_socket):
+    procs = start_roles(("evaluator",), fhe="execute")
+    bank = client_socket(procs.endpoints["evaluator"], "bank:1")
+    cases = [
+        ([b"FCS/9", b"PING", b'{"seq": 1}'], "VERSION_MISMATCH"),
+        ([PROTOCOL_VERSION, b"TELEPORT", b'{"seq": 2}'], "UNKNOWN_TYPE"),
+        ([PROTOCOL_VERSION, b"PING", b"{bad json"], "MALFORMED"),
+        ([PROTOCOL_VERSION], "MALFORMED"),
+        (encode(GetOutput("nobody-1", "r1"), 3), "UNKNOWN_SESSION"),
+        (encode(Run("nobody-1", "r1", {}), 4), "UNKNOWN_SESSION"),
+        (encode(Input("s-1", "k", "bank", "base", b"not a ciphertext"), 5), "BAD_CIPHERTEXT"),
+        (encode(Input("s-1", "k", "user", "base", b"x"), 6), "ILLEGAL_STATE"),  # bank posing as the user
+        (encode(Input("../../etc", "k", "bank", "base", b"x"), 7), "MALFORMED"),
+        (encode(ClientKey("k", (b"secret",)), 8), "ILLEGAL_STATE"),  # the evaluator refuses client keys
+        (encode(KeyQuery("../k"), 9), "MALFORMED"),
+    ]
+    for frames, code in cases:
+        assert error_code(ask(bank, frames)) == code, frames[:2]
+    pong = ask(bank, encode(Ping(), 99))
+    assert pong.seq == 99 and pong.message.role == "evaluator"
+    assert procs.procs["evaluator"].popen.poll() is None
+
+
+def test_errors_of_the_reference_demo(start_roles, client_socket, alice):
+    """Keys not generated yet; inputs missing (naming the party); output not ready."""
+    from credit_model.deployment import load_deployment
+    from credit_model.fhe_model import SimulatedPartyClient
+
+    procs = start_roles(("evaluator", "bank"), fhe="execute")
+    ev_port = procs.endpoints["evaluator"]
+    deployment = load_deployment()
+    sim = SimulatedPartyClient(deployment.client())  # well-formed values; no real keys involved
+    blobs = {p: sim.quantize_encrypt_serialize_party(p, deployment.preprocessor(p).transform_records([alice[p]]))
+             for p in ("user", "bank", "agency")}
+    user = client_socket(ev_port, "user:1")
+    assert ask(user, encode(Input("a-1", "alice", "user", "base", blobs["user"]), 1)).message.detail["missing"] == ["bank", "agency"]
+    missing = ask(user, encode(Run("a-1", "r1", {}), 2))
+    assert error_code(missing) == "MISSING_INPUTS" and "bank, agency" in missing.message.reason
+    assert error_code(ask(user, encode(GetOutput("a-1", "r1"), 3))) == "OUTPUT_NOT_READY"
+    for party in ("bank", "agency"):
+        sock = client_socket(ev_port, f"{party}:1")
+        ask(sock, encode(Input("a-1", "alice", party, "base", blobs[party]), 4))
+    no_keys = ask(user, encode(Run("a-1", "r1", {}), 5))
+    assert error_code(no_keys) == "KEYS_NOT_GENERATED" and "keys not generated yet" in no_keys.message.reason
+    with pytest.raises(Exception) as err:
+        procs.command("bank", "encrypt", {"session_id": "a-1", "key_id": "alice", "features": alice["bank"]}, 30)
+    assert err.value.code.value == "KEYS_NOT_GENERATED" and err.value.peer == "bank"
+    with pytest.raises(Exception) as err:
+        procs.command("bank", "encrypt", {"session_id": "a-1", "key_id": "alice",
+                                          "features": {"Account_age": -3}}, 30)
+    assert err.value.code.value == "INVALID_INPUT" and "Account_age" in err.value.reason
+
+
+def test_sigterm_and_sigint_shut_roles_down_cleanly(start_roles):
+    procs = start_roles(("evaluator", "user", "bank", "agency"), fhe="simulate", transport="tcp")
+    for role, sig in (("evaluator", signal.SIGTERM), ("user", signal.SIGINT),
+                      ("bank", signal.SIGTERM), ("agency", signal.SIGINT)):
+        procs.procs[role].popen.send_signal(sig)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(p.popen.poll() is None for p in procs.procs.values()):
+        time.sleep(0.1)
+    assert {r: p.popen.poll() for r, p in procs.procs.items()} == dict.fromkeys(procs.procs, 0)
+
+
+def test_a_dead_role_is_detected_and_named(start_roles, alice):
+    procs = start_roles(("evaluator", "bank"), fhe="simulate")
+    os.kill(procs.procs["bank"].popen.pid, signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(RoleFailure) as err:
+        procs.command("bank", "encrypt", {"session_id": "a-1", "key_id": "alice", "features": alice["bank"]}, 60)
+    assert err.value.role == "bank" and "exited" in err.value.reason
+    assert time.monotonic() - started < 10
+
+
+def test_a_hung_role_hits_the_deadline(start_roles, alice):
+    procs = start_roles(("evaluator", "bank"), fhe="simulate")
+    os.kill(procs.procs["bank"].popen.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(RoleFailure) as err:
+            procs.command("bank", "encrypt", {"session_id": "a-1", "key_id": "alice", "features": alice["bank"]}, 2)
+        assert err.value.role == "bank" and "within 2 s" in err.value.reason
+    finally:
+        os.kill(procs.procs["bank"].popen.pid, signal.SIGCONT)

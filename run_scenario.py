@@ -102,7 +102,7 @@ def list_scenarios():
 @click.option("--bits", "n_bits", type=click.IntRange(2, 8), default=4, show_default=True,
               help="Quantization bit width of inputs.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--fhe-check", type=click.IntRange(1, 1000), default=10, show_default=True,
+@click.option("--fhe-check", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="Held-out applicants run with real FHE while building.")
 @click.option("--application-csv", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Real data: application_record.csv (needs --credit-csv).")

@@ -31,7 +31,7 @@ class TrainingConfig:
     seed: int = 0
     min_samples_leaf: int = 20
     test_size: float = 0.25
-    fhe_check_samples: int = 10
+    fhe_check_samples: int = 50
     application_csv: str | None = None
     credit_csv: str | None = None
 
@@ -102,6 +102,8 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig,
         fhe_facts = measure_fhe(staging, slices, preprocessors, test, model,
                                 config.fhe_check_samples, MultiInputFHEModelClient, FHEModelServer)
         metrics["accuracy_fhe"] = fhe_facts.pop("accuracy_fhe")
+        metrics["accuracy_quantized_fhe_rows"] = fhe_facts.pop("accuracy_quantized_same_rows")
+        metrics["fhe_rows"] = fhe_facts["fhe_checked"]
         log(f"FHE check: {fhe_facts['fhe_agreement']} agree, run {fhe_facts['run_s_median']} s")
         content = {
             "parties": {p: {"slice": list(slices[p]), "columns": preprocessors[p].output_columns}
@@ -160,4 +162,5 @@ def measure_fhe(directory: Path, slices, preprocessors, test: pd.DataFrame, mode
         "fhe_checked": len(rows),
         "fhe_agreement": f"{int((predictions == clear).sum())}/{len(rows)}",
         "accuracy_fhe": float((predictions == rows[LABEL].to_numpy(int)).mean()),
+        "accuracy_quantized_same_rows": float((clear == rows[LABEL].to_numpy(int)).mean()),
     }

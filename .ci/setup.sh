@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create the project's virtualenv once (./.venv) and reuse it; reinstall only when setup.cfg changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-.venv}"
+stamp="$VENV/.fhe-credit-sim-installed"
+want="$(sha256sum setup.cfg pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "creating $VENV with $($PYTHON --version)" >&2
+  "$PYTHON" -m venv "$VENV"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "installing fhe-credit-sim and its pinned dependencies into $VENV (first time: a few minutes, ~6 GB)" >&2
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e '.[test]'
+  echo "$want" > "$stamp"
+fi

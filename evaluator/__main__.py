@@ -13,7 +13,7 @@ from .service import Evaluator
 def _run(settings: RoleSettings) -> None:
     Evaluator(load_deployment(settings.deployment), settings.evaluator, Path(settings.workdir),
               control=settings.control, simulate=settings.fhe == "simulate",
-              max_sessions=settings.max_sessions, max_keys=settings.max_keys,
+              max_sessions=settings.max_sessions, max_keys=settings.max_keys, workers=settings.workers,
               capture_dir=Path(settings.capture_dir) if settings.capture_dir else None).serve_forever()
 
 

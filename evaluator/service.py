@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from credit_model.deployment import Deployment
@@ -17,6 +14,7 @@ from protocol.messages import (
 from protocol.node import Node
 from protocol.states import Event, SessionState
 
+from .runners import Job, ThreadRunner, WorkerPool
 from .store import BASE_VARIANT, Session, SessionStore, check_id
 
 log = logging.getLogger("fhe_credit_sim.evaluator")
@@ -26,35 +24,18 @@ class Evaluator(Node):
     """Never holds a client key or a plaintext feature: only evaluation keys and ciphertexts."""
 
     def __init__(self, deployment: Deployment, endpoint: str, workdir: Path, control: str | None = None,
-                 simulate: bool = False, max_sessions: int = 20, max_keys: int = 20, warm_keys: int = 4,
+                 simulate: bool = False, max_sessions: int = 20, max_keys: int = 20, workers: int = 0,
                  capture_dir: Path | None = None):
-        super().__init__("evaluator", control, capture_dir=capture_dir)
+        super().__init__("evaluator", control, capture_dir=capture_dir, poll_ms=5)
         self.simulate = simulate
-        self.server = deployment.server(simulate=simulate)
         self.store = SessionStore(workdir, PARTIES, max_sessions, max_keys)
-        self.warm: OrderedDict[str, object] = OrderedDict()
-        self.warm_keys = warm_keys
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fhe-run")
-        self.pending: dict[tuple[str, str], Future] = {}
+        if workers > 0:
+            self.runner = WorkerPool(self, f"ipc://{Path(workdir).resolve()}/workers.ipc", workers,
+                                     str(deployment.directory), simulate, Path(workdir))
+            self.runner.wait_ready(180)
+        else:
+            self.runner = ThreadRunner(deployment.server(simulate=simulate))
         self.serve_router(endpoint, self.handle)
-
-    # --- key objects ----------------------------------------------------------------------
-    def key_object(self, key_id: str):
-        """The deserialized evaluation key, kept warm (bounded LRU) so runs skip key set-up."""
-        if self.simulate:
-            return None
-        if key_id in self.warm:
-            self.warm.move_to_end(key_id)
-            return self.warm[key_id]
-        path = self.store.key_path(key_id)
-        if path is None:
-            raise ProtocolError(f"keys not generated yet: no evaluation key for key id {key_id!r}; "
-                                "the user must upload it first", ErrorCode.KEYS_NOT_GENERATED)
-        from concrete import fhe
-        self.warm[key_id] = fhe.EvaluationKeys.deserialize(path.read_bytes())
-        while len(self.warm) > self.warm_keys:
-            self.warm.popitem(last=False)
-        return self.warm[key_id]
 
     # --- message handlers -----------------------------------------------------------------
     def handle(self, sender: str, packet):
@@ -80,12 +61,8 @@ class Evaluator(Node):
             keys = fhe.EvaluationKeys.deserialize(message.evaluation_key)
         except Exception as exc:  # noqa: BLE001 - any failure means the key is not usable
             raise ProtocolError(f"evaluation key does not deserialize: {exc}", ErrorCode.BAD_CIPHERTEXT) from None
-        for old in self.store.put_key(message.key_id, message.evaluation_key):
-            self.warm.pop(old, None)
-        self.warm[message.key_id] = keys
-        self.warm.move_to_end(message.key_id)
-        while len(self.warm) > self.warm_keys:
-            self.warm.popitem(last=False)
+        self.store.put_key(message.key_id, message.evaluation_key)
+        self.runner.prime(self.store.key_path(message.key_id), keys)
         return Ack({"key_id": message.key_id, "bytes": len(message.evaluation_key)})
 
     def on_input(self, sender: str, message: Input):
@@ -120,18 +97,16 @@ class Evaluator(Node):
                 raise ProtocolError(f"inputs missing from: {party} (variant {variant!r})",
                                     ErrorCode.MISSING_INPUTS)
             paths.append(session.inputs[(party, variant)])
-        keys = self.key_object(session.key_id)
+        key_path = None if self.simulate else self.store.key_path(session.key_id)
+        if key_path is None and not self.simulate:
+            raise ProtocolError(f"keys not generated yet: no evaluation key for key id {session.key_id!r}; "
+                                "the user must upload it first", ErrorCode.KEYS_NOT_GENERATED)
         session.machine.fire(Event.RUN)
         session.running = message.run_id
         session.failures.pop(message.run_id, None)
-        self.pending[(session.session_id, message.run_id)] = self.executor.submit(
-            self._run, [p.read_bytes() for p in paths], keys)
+        output = session.directory / f"output__{message.run_id}.bin"
+        self.runner.submit(Job(session.session_id, message.run_id, key_path, tuple(paths), output))
         return Ack({"session_id": session.session_id, "run_id": message.run_id})
-
-    def _run(self, inputs, keys) -> tuple[bytes, float]:
-        start = time.perf_counter()
-        output = self.server.run_parties(inputs, keys)
-        return output, time.perf_counter() - start
 
     def on_get_output(self, message: GetOutput):
         session = self.store.get(message.session_id)
@@ -147,33 +122,29 @@ class Evaluator(Node):
 
     # --- background runs ------------------------------------------------------------------
     def tick(self) -> None:
-        for (session_id, run_id), future in list(self.pending.items()):
-            if not future.done():
-                continue
-            del self.pending[(session_id, run_id)]
-            session: Session | None = self.store.sessions.get(session_id)
+        for done in self.runner.finished():
+            job = done.job
+            session: Session | None = self.store.sessions.get(job.session_id)
             if session is None:
                 continue
             session.running = None
-            try:
-                output, seconds = future.result()
-            except Exception as exc:  # noqa: BLE001 - a failed run is reported, not fatal
-                session.failures[run_id] = ProtocolError(
-                    f"the circuit refused the inputs of run {run_id!r}: {exc}", ErrorCode.BAD_CIPHERTEXT)
+            if done.error is not None:
+                session.failures[job.run_id] = ProtocolError(
+                    f"the circuit refused the inputs of run {job.run_id!r}: {done.error}", ErrorCode.BAD_CIPHERTEXT)
                 session.machine.fire(Event.RUN_FAILED)
                 continue
-            self.store.add_output(session, run_id, output)
-            session.seconds[run_id] = seconds
+            session.outputs[job.run_id] = job.output
+            session.seconds[job.run_id] = done.seconds
             session.machine.fire(Event.RUN_DONE)
-            log.info("evaluator: run %s of %s took %.2f s", run_id, session_id, seconds)
+            log.info("evaluator: run %s of %s took %.2f s", job.run_id, job.session_id, done.seconds)
 
     def on_command(self, action: str, params: dict) -> dict:
         if action == "status":
             return {"sessions": len(self.store.sessions), "keys": len(self.store.keys),
-                    "warm_keys": len(self.warm), "bytes_on_disk": self.store.bytes_on_disk(),
+                    "bytes_on_disk": self.store.bytes_on_disk(),
                     "simulate": self.simulate}
         return super().on_command(action, params)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.runner.close()
         super().close()

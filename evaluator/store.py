@@ -131,10 +131,5 @@ class SessionStore:
         session.inputs[(party, variant)] = path
         session.machine.fire(event)
 
-    def add_output(self, session: Session, run_id: str, blob: bytes) -> None:
-        path = session.directory / f"output__{run_id}.bin"
-        write_private(path, blob)
-        session.outputs[run_id] = path
-
     def bytes_on_disk(self) -> int:
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())

@@ -22,8 +22,9 @@ log = logging.getLogger("fhe_credit_sim")
 class Node:
     """One role: ROUTER sockets it serves, peers it calls, an optional control DEALER to the runner.
 
-    Handlers return the reply message; a ProtocolError they raise becomes an ERROR reply with its
-    code and reason, any other exception an INTERNAL error; either way the process keeps serving.
+    Handlers return the reply message (or None for no reply); a ProtocolError they raise becomes an
+    ERROR reply with its code and reason, any other exception an INTERNAL error; either way the
+    process keeps serving. `current_identity` is the raw socket identity of the message being handled.
     """
 
     def __init__(self, role: str, control: str | None = None, poll_ms: int = 50,
@@ -40,6 +41,7 @@ class Node:
         self.endpoints: dict[str, str] = {}
         self.poll_ms = poll_ms
         self.stopping = False
+        self.current_identity = b""
         self.control: zmq.Socket | None = None
         if control:
             self.control = make_socket(self.ctx, zmq.DEALER, self.identity)
@@ -127,7 +129,10 @@ class Node:
         for sock, handler in self.routers.items():
             while sock in events and sock.poll(0, zmq.POLLIN):
                 identity, *frames = sock.recv_multipart()
+                self.current_identity = identity
                 reply, seq = self._reply_for(handler, role_of(identity), frames)
+                if reply is None:
+                    continue
                 out = encode(reply, seq)
                 self.traffic.add(role_of(identity), out)
                 try:

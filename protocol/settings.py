@@ -28,6 +28,7 @@ class RoleSettings:
     run_timeout: float = 300.0
     max_sessions: int = 20
     max_keys: int = 20
+    workers: int = 0
     capture_dir: str | None = None
     log_level: str = "INFO"
 

@@ -1,0 +1,60 @@
+"""`python -m evaluator.worker`: one evaluator worker process; runs jobs the evaluator hands it."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import click
+import zmq
+
+from credit_model.deployment import load_deployment
+from protocol.errors import ProtocolError
+from protocol.messages import Ready, Shutdown, Work, WorkDone, decode, encode
+from protocol.transport import make_socket
+
+from .runners import Job, KeyCache, run_job
+
+
+@click.command()
+@click.option("--endpoint", required=True, help="The evaluator's worker endpoint.")
+@click.option("--deployment", default=None)
+@click.option("--fhe", type=click.Choice(["execute", "simulate"]), default="execute")
+def main(endpoint, deployment, fhe):
+    """Serve FHE jobs for the evaluator until it says SHUTDOWN or a signal arrives."""
+    server = load_deployment(deployment).server(simulate=fhe == "simulate")
+    keys = KeyCache()
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(True))
+    ctx = zmq.Context()
+    sock = make_socket(ctx, zmq.DEALER, f"worker:{os.getpid()}")
+    sock.connect(endpoint)
+    sock.send_multipart(encode(Ready("worker", os.getpid(), {}), 0))
+    try:
+        while not stop:
+            if not sock.poll(200, zmq.POLLIN):
+                continue
+            try:
+                message = decode(sock.recv_multipart()).message
+            except ProtocolError:
+                continue
+            if isinstance(message, Shutdown):
+                break
+            if not isinstance(message, Work):
+                continue
+            job = Job(message.session_id, message.run_id, Path(message.key_path) if message.key_path else None,
+                      tuple(Path(p) for p in message.inputs), Path(message.output))
+            try:
+                seconds, ok, reason = run_job(server, keys.get(job.key_path), job), True, ""
+            except Exception as exc:  # noqa: BLE001 - reported back, the worker keeps serving
+                seconds, ok, reason = 0.0, False, f"{type(exc).__name__}: {exc}"
+            sock.send_multipart(encode(WorkDone(job.session_id, job.run_id, seconds, ok, reason), 0))
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Benchmarks that print numbers: step costs, bytes, protocol overhead, explanation loop, worker scaling."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import zmq
+
+from credit_model.deployment import Deployment
+from credit_model.schema import PARTIES, YEARS_EMPLOYED_BINS
+from protocol.messages import EvalKey, GetOutput, Input, Run, decode, encode
+from protocol.transport import make_socket
+
+from .processes import ProcessSet
+from .runner import ScenarioRunner
+from .spec import Applicant, Expect, Scenario, Step
+
+Log = Callable[[str], None]
+
+
+def _scenario(name: str, applicants: list[Applicant], fhe: str) -> Scenario:
+    return Scenario(path=f"(bench {name})", name=name, description=f"benchmark: {name}",
+                    applicants=tuple(applicants), fhe=fhe, deadline_s=3600)
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 4) if values else float("nan")
+
+
+def in_process_baseline(deployment: Deployment, records: dict, repeats: int) -> dict:
+    """The same Concrete ML work as one application, in one Python process: no messages, no hops."""
+    client = deployment.client()
+    server = deployment.server()
+    pres = {p: deployment.preprocessor(p) for p in PARTIES}
+    from concrete import fhe
+
+    def application(keys) -> float:
+        t0 = time.perf_counter()
+        blobs = [client.quantize_encrypt_serialize_party(p, pres[p].transform_records([records[p]])) for p in PARTIES]
+        client.decrypt_probabilities(server.run_parties(blobs, keys))
+        return time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    client.generate_private_and_evaluation_keys(force=True)
+    keys = fhe.EvaluationKeys.deserialize(client.get_serialized_evaluation_keys())
+    first = time.perf_counter() - t0 + application(keys)
+    warm = [application(keys) for _ in range(repeats)]
+    return {"first_s": round(first, 4), "warm_s": _median(warm), "warm_all_s": [round(w, 4) for w in warm]}
+
+
+def multi_process(records: dict, repeats: int, fhe: str, log: Log) -> dict:
+    """One applicant applying 1 + repeats times through the four processes; per-step costs and bytes."""
+    steps = (Step("predict", expect=Expect()),)
+    applicants = [Applicant("bench", records, steps) for _ in range(repeats + 1)]
+    report = ScenarioRunner(_scenario("repeat", applicants, fhe), progress=log).run()
+    if not report.passed:
+        raise RuntimeError(f"benchmark run failed: {report.fatal or report.applicants}")
+    per_app: dict[int, dict] = defaultdict(dict)
+    index = -1
+    for step in report.steps:
+        if step.name == "prepare+encrypt":
+            index += 1
+        per_app[index][f"{step.role}:{step.name}"] = step
+    apps = [per_app[i] for i in range(index + 1)]
+    e2e = [sum(s.seconds for s in app.values()) for app in apps]
+    first = apps[0]
+    prep, run = first["user:prepare+encrypt"].detail, first["user:run+decrypt"].detail
+    warm_runs = [app["user:run+decrypt"].detail["run_s"] for app in apps[1:]]
+
+    def bytes_by_type(app) -> dict[str, int]:
+        start = min(s.started for s in app.values())
+        end = max(s.ended for s in app.values())
+        counts: dict[str, int] = defaultdict(int)
+        for m in report.messages:
+            if start <= m["t"] <= end and "runner" not in (m["sender"], m["receiver"]):
+                counts[m["type"]] += m["bytes"]
+        return dict(sorted(counts.items()))
+
+    return {
+        "first_e2e_s": round(e2e[0], 4),
+        "warm_e2e_s": _median(e2e[1:]),
+        "steps_first": {
+            "keygen_s": prep.get("keygen_s"), "eval_key_upload_s": prep.get("eval_key_upload_s"),
+            "client_key_share_s": prep.get("client_key_share_s"), "user_encrypt_s": prep.get("encrypt_s"),
+            "bank_encrypt_s": first["bank:encrypt"].detail["encrypt_s"],
+            "agency_encrypt_s": first["agency:encrypt"].detail["encrypt_s"],
+            "fhe_run_s": run["run_s"], "decrypt_s": run["decrypt_s"]},
+        "fhe_run_first_s": run["run_s"],
+        "fhe_run_warm_s": _median(warm_runs),
+        "bytes_first": bytes_by_type(apps[0]),
+        "bytes_repeat": bytes_by_type(apps[1]) if len(apps) > 1 else {},
+        "eval_key_bytes": prep.get("eval_key_bytes"),
+    }
+
+
+def explanation_costs(records: dict, fhe: str, log: Log) -> list[dict]:
+    """linear against bisect from every starting bin, for an applicant no bin helps (linear's worst case)."""
+    applicants = []
+    for label in YEARS_EMPLOYED_BINS:
+        data = {**records, "agency": {**records["agency"], "Years_employed": label}}
+        steps = (Step("predict", expect=Expect(decision="denied")), Step("explain", "linear"),
+                 Step("explain", "bisect"))
+        applicants.append(Applicant("explain", data, steps))
+    report = ScenarioRunner(_scenario("explain", applicants, fhe), progress=log).run()
+    if not report.passed:
+        raise RuntimeError(f"explanation benchmark failed: {report.fatal or [a.failures for a in report.applicants]}")
+    rows, current = [], {}
+    for step in report.steps:
+        if step.name.startswith("explain"):
+            current[step.detail["strategy"]] = step
+            if len(current) == 2:
+                lin, bis = current["linear"], current["bisect"]
+                rows.append({"start_bin": YEARS_EMPLOYED_BINS[len(rows)], "linear_runs": lin.detail["runs"],
+                             "linear_s": lin.seconds, "bisect_runs": bis.detail["runs"], "bisect_s": bis.seconds,
+                             "same_answer": lin.detail["explanation"] == bis.detail["explanation"]})
+                current = {}
+    return rows
+
+
+def worker_throughput(deployment: Deployment, records: dict, workers: int, jobs: int, log: Log) -> dict:
+    """Applications per minute of one evaluator with N worker processes, all runs submitted at once."""
+    client = deployment.client()
+    client.generate_private_and_evaluation_keys(force=True)
+    pres = {p: deployment.preprocessor(p) for p in PARTIES}
+    blobs = {p: client.quantize_encrypt_serialize_party(p, pres[p].transform_records([records[p]])) for p in PARTIES}
+    with tempfile.TemporaryDirectory(prefix="fcs-bench-") as tmp:
+        procs = ProcessSet(Path(tmp), "ipc", "execute", str(deployment.directory),
+                           {"evaluator": ["--workers", str(workers)]})
+        ctx = zmq.Context()
+        socks = {p: make_socket(ctx, zmq.DEALER, f"{p}:0") for p in PARTIES}
+        try:
+            procs.start(300, ("evaluator",))
+            for sock in socks.values():
+                sock.connect(procs.endpoints["evaluator"])
+
+            def ask(party, message, timeout=600.0):
+                socks[party].send_multipart(encode(message, 1))
+                if not socks[party].poll(int(timeout * 1000)):
+                    raise TimeoutError(f"evaluator did not answer {message.TYPE.value}")
+                return decode(socks[party].recv_multipart()).message
+
+            ask("user", EvalKey("bench", client.get_serialized_evaluation_keys()))
+
+            def batch(count: int, tag: str) -> float:
+                for i in range(count):
+                    for party in PARTIES:
+                        ask(party, Input(f"{tag}-{i}", "bench", party, "base", blobs[party]))
+                t0 = time.perf_counter()
+                for i in range(count):
+                    ask("user", Run(f"{tag}-{i}", "r1", {}))
+                pending = set(range(count))
+                while pending:
+                    for i in list(pending):
+                        if ask("user", GetOutput(f"{tag}-{i}", "r1")).TYPE.value == "OUTPUT":
+                            pending.discard(i)
+                    time.sleep(0.02)
+                return time.perf_counter() - t0
+
+            batch(workers, "warm")  # every worker pays its first-run key set-up here
+            seconds = batch(jobs, "timed")
+        finally:
+            for sock in socks.values():
+                sock.close(linger=0)
+            ctx.term()
+            procs.stop()
+    per_minute = jobs / seconds * 60
+    log(f"workers={workers}: {jobs} runs in {seconds:.2f} s = {per_minute:.1f} applications/minute")
+    return {"workers": workers, "jobs": jobs, "seconds": round(seconds, 3), "per_minute": round(per_minute, 2)}

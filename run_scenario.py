@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -82,6 +84,44 @@ def validate(scenario_files):
         click.echo(f"ok  {scenario.path}: {scenario.name} ({len(scenario.applicants)} applicant(s))")
 
 
+@cli.command()
+@click.option("--quick", is_flag=True, help="A reduced set (fewer repeats, no depth sweep): a few minutes.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
+@click.option("--deployment", type=click.Path(file_okay=False, exists=True), default=None)
+def bench(quick, json_path, deployment):
+    """Measure the committed model end to end with real FHE and print the figures."""
+    import json
+    import platform
+
+    from credit_model.deployment import load_deployment
+    from scenarios.bench import run_benchmarks
+
+    dep = load_deployment(deployment)
+    approved = load_scenario(SCENARIO_DIR / "approved.yaml").applicants[0].data
+    no_bin = load_scenario(SCENARIO_DIR / "denied_no_bin_helps.yaml").applicants[0].data
+    started = time.time()
+    figures = run_benchmarks(dep, approved, no_bin, quick, click.echo)
+    figures["machine"] = {"cores": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version()}
+    figures["seconds"] = round(time.time() - started, 1)
+    click.secho("== headline", bold=True)
+    for key in ("overhead_ratio", "overhead_ratio_first", "fhe_run_warm_s", "fhe_run_first_s", "eval_key_bytes",
+                "accuracy_float", "accuracy_quantized", "bisect_max_runs", "linear_max_runs", "repeat_speedup",
+                "worker_scaling"):
+        click.echo(f"{key:22} {figures[key]}")
+    if json_path:
+        json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 @cli.command(name="list")
 def list_scenarios():
     """List the shipped scenarios with their one-line descriptions."""
@@ -98,8 +138,8 @@ def list_scenarios():
               default=DEFAULT_DIR, show_default=True, help="Deployment directory to (re)write.")
 @click.option("--samples", type=click.IntRange(200, 2_000_000), default=8000, show_default=True,
               help="Synthetic applicants to generate.")
-@click.option("--depth", type=click.IntRange(1, 12), default=5, show_default=True)
-@click.option("--bits", "n_bits", type=click.IntRange(2, 8), default=4, show_default=True,
+@click.option("--depth", type=click.IntRange(1, 12), default=4, show_default=True)
+@click.option("--bits", "n_bits", type=click.IntRange(2, 8), default=3, show_default=True,
               help="Quantization bit width of inputs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--fhe-check", type=click.IntRange(1, 1000), default=50, show_default=True,

@@ -26,8 +26,8 @@ class TrainingConfig:
     """What `run_scenario.py train` can set."""
 
     samples: int = 8000
-    max_depth: int = 5
-    n_bits: int = 4
+    max_depth: int = 4
+    n_bits: int = 3
     seed: int = 0
     min_samples_leaf: int = 20
     test_size: float = 0.25

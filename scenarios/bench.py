@@ -171,3 +171,58 @@ def worker_throughput(deployment: Deployment, records: dict, workers: int, jobs:
     per_minute = jobs / seconds * 60
     log(f"workers={workers}: {jobs} runs in {seconds:.2f} s = {per_minute:.1f} applications/minute")
     return {"workers": workers, "jobs": jobs, "seconds": round(seconds, 3), "per_minute": round(per_minute, 2)}
+
+
+def cost_growth(depths: tuple[int, ...], bits: int, log: Log) -> list[dict]:
+    """FHE cost against tree depth: each depth is trained, compiled and run for real (3 held-out rows)."""
+    from credit_model.training import TrainingConfig, train_and_deploy
+
+    rows = []
+    for depth in depths:
+        with tempfile.TemporaryDirectory(prefix="fcs-growth-") as tmp:
+            manifest = train_and_deploy(Path(tmp) / "d", TrainingConfig(max_depth=depth, n_bits=bits,
+                                                                        fhe_check_samples=3), log=lambda _: None)
+        m, f = manifest["metrics"], manifest["fhe"]
+        rows.append({"depth": depth, "bits": bits, "nodes": m["node_count"], "pbs": m["programmable_bootstraps"],
+                     "accuracy_float": m["accuracy_float"], "accuracy_quantized": m["accuracy_quantized"],
+                     "keygen_s": f["keygen_s"], "eval_key_bytes": f["eval_key_bytes"],
+                     "run_s": f["run_s_median"]})
+        log(f"depth {depth}: {rows[-1]}")
+    return rows
+
+
+def run_benchmarks(deployment: Deployment, approved: dict, no_bin_helps: dict, quick: bool, log: Log) -> dict:
+    """Everything `run_scenario.py bench` prints; returns the figures (headline keys first)."""
+    repeats = 2 if quick else 5
+    log("== in-process baseline (same keygen, encrypt, run, decrypt; one process)")
+    baseline = in_process_baseline(deployment, approved, repeats)
+    log(f"   {baseline}")
+    log("== four processes, one applicant applying repeatedly (keys reused)")
+    multi = multi_process(approved, repeats, "execute", log=lambda _: None)
+    log(f"   {multi}")
+    log("== explainability loop from every starting bin (linear vs bisect)")
+    explain = explanation_costs(no_bin_helps, "execute", log=lambda _: None)
+    for row in explain:
+        log(f"   {row}")
+    log("== evaluator worker processes")
+    jobs = 4 if quick else 8
+    scaling = [worker_throughput(deployment, approved, n, jobs, log) for n in (1, 2)]
+    growth = [] if quick else cost_growth((2, 3, 4, 5, 6), deployment.manifest["training"]["n_bits"], log)
+    metrics = deployment.manifest["metrics"]
+    headline = {
+        "overhead_ratio": round(multi["warm_e2e_s"] / baseline["warm_s"], 3),
+        "overhead_ratio_first": round(multi["first_e2e_s"] / baseline["first_s"], 3),
+        "fhe_run_warm_s": multi["fhe_run_warm_s"],
+        "fhe_run_first_s": multi["fhe_run_first_s"],
+        "eval_key_bytes": multi["eval_key_bytes"],
+        "accuracy_float": metrics["accuracy_float"],
+        "accuracy_quantized": metrics["accuracy_quantized"],
+        "bisect_max_runs": max(r["bisect_runs"] for r in explain),
+        "linear_max_runs": max(r["linear_runs"] for r in explain),
+        "repeat_speedup": round(multi["first_e2e_s"] / multi["warm_e2e_s"], 2),
+        "worker_scaling": round(scaling[1]["per_minute"] / scaling[0]["per_minute"], 3),
+    }
+    return {**headline, "quick": quick, "baseline": baseline, "multi_process": multi,
+            "explanation": explain, "workers": scaling, "cost_growth": growth,
+            "e2e_vs_applications": [round(multi["first_e2e_s"] + n * multi["warm_e2e_s"], 3)
+                                    for n in range(repeats + 1)]}

@@ -97,7 +97,7 @@ def test_role_config_file_is_validated(runner, tmp_path):
 def test_train_writes_a_verified_deployment_whose_fhe_agrees_with_the_clear_model(runner, tmp_path):
     out = tmp_path / "deploy"
     result = runner.invoke(cli, ["train", "--output", str(out), "--samples", "1500", "--depth", "4",
-                                 "--bits", "4", "--seed", "5", "--fhe-check", "20"])
+                                 "--bits", "3", "--seed", "5", "--fhe-check", "20"])
     assert result.exit_code == 0, result.output
     from credit_model.deployment import load_deployment
     manifest = load_deployment(out).manifest

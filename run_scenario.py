@@ -99,14 +99,17 @@ def bench(quick, json_path, deployment):
     dep = load_deployment(deployment)
     approved = load_scenario(SCENARIO_DIR / "approved.yaml").applicants[0].data
     no_bin = load_scenario(SCENARIO_DIR / "denied_no_bin_helps.yaml").applicants[0].data
+    found = load_scenario(SCENARIO_DIR / "denied_bin_found.yaml").applicants[0].data
+    bins = ("0-2", "2-5", "5-8", "8-11", "11-18", "18+")
+    cases = {"no_bin_helps": (no_bin, bins), "bin_found_5-8": (found, bins[:2])}
     started = time.time()
-    figures = run_benchmarks(dep, approved, no_bin, quick, click.echo)
+    figures = run_benchmarks(dep, approved, cases, quick, click.echo)
     figures["machine"] = {"cores": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version()}
     figures["seconds"] = round(time.time() - started, 1)
     click.secho("== headline", bold=True)
     for key in ("overhead_ratio", "overhead_ratio_first", "fhe_run_warm_s", "fhe_run_first_s", "eval_key_bytes",
                 "accuracy_float", "accuracy_quantized", "bisect_max_runs", "linear_max_runs", "repeat_speedup",
-                "worker_scaling"):
+                "worker_scaling", "worker_scaling_single_thread"):
         click.echo(f"{key:22} {figures[key]}")
     if json_path:
         json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")

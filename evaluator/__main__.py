@@ -14,6 +14,7 @@ def _run(settings: RoleSettings) -> None:
     Evaluator(load_deployment(settings.deployment), settings.evaluator, Path(settings.workdir),
               control=settings.control, simulate=settings.fhe == "simulate",
               max_sessions=settings.max_sessions, max_keys=settings.max_keys, workers=settings.workers,
+              worker_threads=settings.worker_threads,
               capture_dir=Path(settings.capture_dir) if settings.capture_dir else None).serve_forever()
 
 

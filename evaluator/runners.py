@@ -103,7 +103,7 @@ class WorkerPool:
     """
 
     def __init__(self, node, endpoint: str, count: int, deployment: str | None, simulate: bool,
-                 log_dir: Path):
+                 log_dir: Path, threads: int = 0):
         self.node = node
         self.socket = node.serve_router(endpoint, self.on_message)
         self.idle: deque[bytes] = deque()
@@ -113,10 +113,13 @@ class WorkerPool:
         self.procs = []
         args = [sys.executable, "-m", "evaluator.worker", "--endpoint", endpoint, "--fhe",
                 "simulate" if simulate else "execute"] + (["--deployment", deployment] if deployment else [])
+        env = dict(os.environ)
+        if threads > 0:  # Concrete's runtime parallelises one run over every core unless told otherwise
+            env["OMP_NUM_THREADS"] = str(threads)
         for i in range(count):
             with open(log_dir / f"worker-{i}.log", "wb") as out:
                 self.procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                                   stdin=subprocess.DEVNULL, env=dict(os.environ)))
+                                                   stdin=subprocess.DEVNULL, env=env))
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from credit_model.deployment import Deployment
 from credit_model.schema import PARTIES
 from protocol.errors import ErrorCode, IllegalState, ProtocolError
 from protocol.messages import (
-    Ack, EvalKey, GetOutput, Input, KeyQuery, KeyStatus, Output, Run,
+    Ack, Error, EvalKey, GetOutput, Input, KeyQuery, KeyStatus, Output, Run,
 )
 from protocol.node import Node
 from protocol.states import Event, SessionState
@@ -25,17 +26,18 @@ class Evaluator(Node):
 
     def __init__(self, deployment: Deployment, endpoint: str, workdir: Path, control: str | None = None,
                  simulate: bool = False, max_sessions: int = 20, max_keys: int = 20, workers: int = 0,
-                 capture_dir: Path | None = None):
+                 worker_threads: int = 0, capture_dir: Path | None = None):
         super().__init__("evaluator", control, capture_dir=capture_dir, poll_ms=5)
         self.simulate = simulate
         self.store = SessionStore(workdir, PARTIES, max_sessions, max_keys)
         if workers > 0:
             self.runner = WorkerPool(self, f"ipc://{Path(workdir).resolve()}/workers.ipc", workers,
-                                     str(deployment.directory), simulate, Path(workdir))
+                                     str(deployment.directory), simulate, Path(workdir), worker_threads)
             self.runner.wait_ready(180)
         else:
             self.runner = ThreadRunner(deployment.server(simulate=simulate))
-        self.serve_router(endpoint, self.handle)
+        self.waiters: list[tuple[bytes, int, str, str, float]] = []
+        self.socket = self.serve_router(endpoint, self.handle)
 
     # --- message handlers -----------------------------------------------------------------
     def handle(self, sender: str, packet):
@@ -113,7 +115,13 @@ class Evaluator(Node):
         if message.run_id in session.failures:
             raise session.failures[message.run_id]
         if message.run_id not in session.outputs:
-            state = "is still running" if session.running == message.run_id else "was never started"
+            running = session.running == message.run_id
+            if running and message.wait_ms > 0:
+                deadline = time.monotonic() + min(message.wait_ms, 600_000) / 1000
+                self.waiters.append((self.current_identity, self.current_seq, session.session_id,
+                                     message.run_id, deadline))
+                return None  # answered from tick() when the run ends or the wait expires
+            state = "is still running" if running else "was never started"
             raise ProtocolError(f"output not ready: run {message.run_id!r} {state}",
                                 ErrorCode.OUTPUT_NOT_READY)
         path = session.outputs[message.run_id]
@@ -137,6 +145,22 @@ class Evaluator(Node):
             session.seconds[job.run_id] = done.seconds
             session.machine.fire(Event.RUN_DONE)
             log.info("evaluator: run %s of %s took %.2f s", job.run_id, job.session_id, done.seconds)
+        self._answer_waiters()
+
+    def _answer_waiters(self) -> None:
+        """Reply to parked GET_OUTPUT requests whose run ended or whose wait expired."""
+        now, still = time.monotonic(), []
+        for identity, seq, session_id, run_id, deadline in self.waiters:
+            session = self.store.sessions.get(session_id)
+            if session is not None and session.running == run_id and now < deadline:
+                still.append((identity, seq, session_id, run_id, deadline))
+                continue
+            try:
+                reply = self.on_get_output(GetOutput(session_id, run_id))
+            except ProtocolError as exc:
+                reply = Error(exc.code.value, exc.reason)
+            self.send_reply(self.socket, identity, reply, seq)
+        self.waiters = still
 
     def on_command(self, action: str, params: dict) -> dict:
         if action == "status":

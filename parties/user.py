@@ -125,14 +125,15 @@ class User(Node):
         self.evaluator.request(Run(app.session_id, run_id, variants), self.settings.request_timeout)
         deadline = time.monotonic() + self.settings.run_timeout
         while True:
-            try:
-                output = self.evaluator.request(GetOutput(app.session_id, run_id),
-                                                self.settings.request_timeout).message
+            wait = max(0.0, min(deadline - time.monotonic(), self.settings.request_timeout))
+            try:  # long poll: the evaluator answers as soon as the run ends, or after `wait`
+                output = self.evaluator.request(GetOutput(app.session_id, run_id, int(wait * 1000)),
+                                                wait + self.settings.request_timeout).message
                 break
             except RemoteError as exc:
                 if exc.code is not ErrorCode.OUTPUT_NOT_READY or time.monotonic() > deadline:
                     raise
-                time.sleep(0.05)
+                time.sleep(0.01)
         if not isinstance(output, Output):
             raise ProtocolError(f"expected OUTPUT, got {output.TYPE.value}", ErrorCode.MALFORMED)
         wait_s = time.perf_counter() - t0

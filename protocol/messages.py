@@ -159,9 +159,12 @@ class Run(Message):
 
 @dataclass(frozen=True)
 class GetOutput(Message):
+    """With wait_ms > 0 the evaluator holds the request until the output is ready or wait_ms passed."""
+
     TYPE = MessageType.GET_OUTPUT
     session_id: str
     run_id: str
+    wait_ms: int = 0
 
 
 @dataclass(frozen=True)

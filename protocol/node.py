@@ -42,6 +42,7 @@ class Node:
         self.poll_ms = poll_ms
         self.stopping = False
         self.current_identity = b""
+        self.current_seq = 0
         self.control: zmq.Socket | None = None
         if control:
             self.control = make_socket(self.ctx, zmq.DEALER, self.identity)
@@ -101,7 +102,7 @@ class Node:
             self._capture(sender, frames)
         try:
             packet = decode(frames)
-            seq = packet.seq
+            seq = self.current_seq = packet.seq
             if isinstance(packet.message, Ping):
                 return Pong(self.role), seq
             return handler(sender, packet), seq
@@ -124,6 +125,15 @@ class Node:
             return Result("stats", {"messages": self.traffic.drain(), "pid": os.getpid()})
         return Result(message.action, self.on_command(message.action, dict(message.params)))
 
+    def send_reply(self, sock: zmq.Socket, identity: bytes, reply: Message, seq: int) -> None:
+        """Answer a peer on a ROUTER (now, or later for a request a handler deferred by returning None)."""
+        out = encode(reply, seq)
+        self.traffic.add(role_of(identity), out)
+        try:
+            sock.send_multipart([identity] + out)
+        except zmq.ZMQError:
+            log.warning("%s: peer %s went away before its reply", self.role, role_of(identity))
+
     def poll_once(self) -> None:
         events = dict(self.poller.poll(self.poll_ms))
         for sock, handler in self.routers.items():
@@ -131,14 +141,8 @@ class Node:
                 identity, *frames = sock.recv_multipart()
                 self.current_identity = identity
                 reply, seq = self._reply_for(handler, role_of(identity), frames)
-                if reply is None:
-                    continue
-                out = encode(reply, seq)
-                self.traffic.add(role_of(identity), out)
-                try:
-                    sock.send_multipart([identity] + out)
-                except zmq.ZMQError:
-                    log.warning("%s: peer %s went away before its reply", self.role, role_of(identity))
+                if reply is not None:
+                    self.send_reply(sock, identity, reply, seq)
         if self.control is not None and self.control in events:
             frames = self.control.recv_multipart()
             reply, seq = self._reply_for(self._control_handler, "runner", frames)

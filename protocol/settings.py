@@ -29,6 +29,7 @@ class RoleSettings:
     max_sessions: int = 20
     max_keys: int = 20
     workers: int = 0
+    worker_threads: int = 0
     capture_dir: str | None = None
     log_level: str = "INFO"
 

@@ -98,14 +98,16 @@ def multi_process(records: dict, repeats: int, fhe: str, log: Log) -> dict:
     }
 
 
-def explanation_costs(records: dict, fhe: str, log: Log) -> list[dict]:
-    """linear against bisect from every starting bin, for an applicant no bin helps (linear's worst case)."""
-    applicants = []
-    for label in YEARS_EMPLOYED_BINS:
-        data = {**records, "agency": {**records["agency"], "Years_employed": label}}
-        steps = (Step("predict", expect=Expect(decision="denied")), Step("explain", "linear"),
-                 Step("explain", "bisect"))
-        applicants.append(Applicant("explain", data, steps))
+def explanation_costs(cases: dict[str, tuple[dict, tuple[str, ...]]], fhe: str, log: Log) -> list[dict]:
+    """linear against bisect from each given starting bin, per applicant (name -> (records, bins))."""
+    applicants, starts = [], []
+    for name, (records, bins) in cases.items():
+        for label in bins:
+            data = {**records, "agency": {**records["agency"], "Years_employed": label}}
+            steps = (Step("predict", expect=Expect(decision="denied")), Step("explain", "linear"),
+                     Step("explain", "bisect"))
+            applicants.append(Applicant(name, data, steps))
+            starts.append((name, label))
     report = ScenarioRunner(_scenario("explain", applicants, fhe), progress=log).run()
     if not report.passed:
         raise RuntimeError(f"explanation benchmark failed: {report.fatal or [a.failures for a in report.applicants]}")
@@ -115,14 +117,17 @@ def explanation_costs(records: dict, fhe: str, log: Log) -> list[dict]:
             current[step.detail["strategy"]] = step
             if len(current) == 2:
                 lin, bis = current["linear"], current["bisect"]
-                rows.append({"start_bin": YEARS_EMPLOYED_BINS[len(rows)], "linear_runs": lin.detail["runs"],
+                name, label = starts[len(rows)]
+                rows.append({"applicant": name, "start_bin": label, "outcome": lin.detail["outcome"],
+                             "linear_runs": lin.detail["runs"],
                              "linear_s": lin.seconds, "bisect_runs": bis.detail["runs"], "bisect_s": bis.seconds,
                              "same_answer": lin.detail["explanation"] == bis.detail["explanation"]})
                 current = {}
     return rows
 
 
-def worker_throughput(deployment: Deployment, records: dict, workers: int, jobs: int, log: Log) -> dict:
+def worker_throughput(deployment: Deployment, records: dict, workers: int, jobs: int, log: Log,
+                      threads: int = 0) -> dict:
     """Applications per minute of one evaluator with N worker processes, all runs submitted at once."""
     client = deployment.client()
     client.generate_private_and_evaluation_keys(force=True)
@@ -130,7 +135,7 @@ def worker_throughput(deployment: Deployment, records: dict, workers: int, jobs:
     blobs = {p: client.quantize_encrypt_serialize_party(p, pres[p].transform_records([records[p]])) for p in PARTIES}
     with tempfile.TemporaryDirectory(prefix="fcs-bench-") as tmp:
         procs = ProcessSet(Path(tmp), "ipc", "execute", str(deployment.directory),
-                           {"evaluator": ["--workers", str(workers)]})
+                           {"evaluator": ["--workers", str(workers), "--worker-threads", str(threads)]})
         ctx = zmq.Context()
         socks = {p: make_socket(ctx, zmq.DEALER, f"{p}:0") for p in PARTIES}
         try:
@@ -169,8 +174,9 @@ def worker_throughput(deployment: Deployment, records: dict, workers: int, jobs:
             ctx.term()
             procs.stop()
     per_minute = jobs / seconds * 60
-    log(f"workers={workers}: {jobs} runs in {seconds:.2f} s = {per_minute:.1f} applications/minute")
-    return {"workers": workers, "jobs": jobs, "seconds": round(seconds, 3), "per_minute": round(per_minute, 2)}
+    log(f"workers={workers} threads={threads or 'all'}: {jobs} runs in {seconds:.2f} s = "
+        f"{per_minute:.1f} applications/minute")
+    return {"workers": workers, "threads": threads or "all", "jobs": jobs, "seconds": round(seconds, 3), "per_minute": round(per_minute, 2)}
 
 
 def cost_growth(depths: tuple[int, ...], bits: int, log: Log) -> list[dict]:
@@ -191,7 +197,7 @@ def cost_growth(depths: tuple[int, ...], bits: int, log: Log) -> list[dict]:
     return rows
 
 
-def run_benchmarks(deployment: Deployment, approved: dict, no_bin_helps: dict, quick: bool, log: Log) -> dict:
+def run_benchmarks(deployment: Deployment, approved: dict, explain_cases: dict, quick: bool, log: Log) -> dict:
     """Everything `run_scenario.py bench` prints; returns the figures (headline keys first)."""
     repeats = 2 if quick else 5
     log("== in-process baseline (same keygen, encrypt, run, decrypt; one process)")
@@ -201,12 +207,13 @@ def run_benchmarks(deployment: Deployment, approved: dict, no_bin_helps: dict, q
     multi = multi_process(approved, repeats, "execute", log=lambda _: None)
     log(f"   {multi}")
     log("== explainability loop from every starting bin (linear vs bisect)")
-    explain = explanation_costs(no_bin_helps, "execute", log=lambda _: None)
+    explain = explanation_costs(explain_cases, "execute", log=lambda _: None)
     for row in explain:
         log(f"   {row}")
     log("== evaluator worker processes")
     jobs = 4 if quick else 8
     scaling = [worker_throughput(deployment, approved, n, jobs, log) for n in (1, 2)]
+    single = [worker_throughput(deployment, approved, n, jobs, log, threads=1) for n in (1, 2)]
     growth = [] if quick else cost_growth((2, 3, 4, 5, 6), deployment.manifest["training"]["n_bits"], log)
     metrics = deployment.manifest["metrics"]
     headline = {
@@ -221,8 +228,9 @@ def run_benchmarks(deployment: Deployment, approved: dict, no_bin_helps: dict, q
         "linear_max_runs": max(r["linear_runs"] for r in explain),
         "repeat_speedup": round(multi["first_e2e_s"] / multi["warm_e2e_s"], 2),
         "worker_scaling": round(scaling[1]["per_minute"] / scaling[0]["per_minute"], 3),
+        "worker_scaling_single_thread": round(single[1]["per_minute"] / single[0]["per_minute"], 3),
     }
     return {**headline, "quick": quick, "baseline": baseline, "multi_process": multi,
-            "explanation": explain, "workers": scaling, "cost_growth": growth,
+            "explanation": explain, "workers": scaling + single, "cost_growth": growth,
             "e2e_vs_applications": [round(multi["first_e2e_s"] + n * multi["warm_e2e_s"], 3)
                                     for n in range(repeats + 1)]}

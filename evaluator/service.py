@@ -30,13 +30,13 @@ class Evaluator(Node):
         super().__init__("evaluator", control, capture_dir=capture_dir, poll_ms=5)
         self.simulate = simulate
         self.store = SessionStore(workdir, PARTIES, max_sessions, max_keys)
+        self.waiters: list[tuple[bytes, int, str, str, float]] = []  # parked GET_OUTPUT requests
         if workers > 0:
             self.runner = WorkerPool(self, f"ipc://{Path(workdir).resolve()}/workers.ipc", workers,
                                      str(deployment.directory), simulate, Path(workdir), worker_threads)
             self.runner.wait_ready(180)
         else:
             self.runner = ThreadRunner(deployment.server(simulate=simulate))
-        self.waiters: list[tuple[bytes, int, str, str, float]] = []
         self.socket = self.serve_router(endpoint, self.handle)
 
     # --- message handlers -----------------------------------------------------------------

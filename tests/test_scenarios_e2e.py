@@ -98,3 +98,8 @@ def test_repeat_applicant_reuses_keys_and_the_runner_never_carries_keys_or_ciphe
     assert max(m["bytes"] for m in through_runner) < 8192
     peer_types = {m["type"] for m in report.messages if "runner" not in (m["sender"], m["receiver"])}
     assert "INPUT" in peer_types
+
+
+def test_evaluator_worker_processes_serve_a_scenario():
+    report = run("denied_bin_found", fhe="simulate", extra_args={"evaluator": ["--workers", "2"]})
+    assert_passed(report)

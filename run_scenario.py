@@ -44,7 +44,9 @@ def cli() -> None:
 @click.option("--transport", type=click.Choice(["ipc", "tcp"]), default=None, help="Endpoints for the roles.")
 @click.option("--deployment", type=click.Path(file_okay=False, exists=True), default=None,
               help="Deployment directory (default: the committed deployment_files/).")
-def run(scenario_files, report_json, report_md, fhe, strategy, transport, deployment):
+@click.option("--insecure", is_flag=True,
+              help="Run the roles without CurveZMQ (by default every run gets fresh CURVE keys).")
+def run(scenario_files, report_json, report_md, fhe, strategy, transport, deployment, insecure):
     """Start the four processes and drive SCENARIO_FILES (default: scenarios/approved.yaml)."""
     from scenarios.report import INSECURE, summary_table, write_json, write_markdown
     from scenarios.runner import ScenarioRunner
@@ -57,7 +59,7 @@ def run(scenario_files, report_json, report_md, fhe, strategy, transport, deploy
         if mode == "simulate":
             click.secho(f"!! {INSECURE}", fg="red", bold=True)
         report = ScenarioRunner(scenario, fhe=fhe, strategy=strategy, transport=transport,
-                                deployment=deployment, progress=click.echo).run()
+                                deployment=deployment, progress=click.echo, secure=not insecure).run()
         reports.append(report)
         for app in report.applicants:
             click.echo(f"{app.session_id}: {app.explanation or app.decision or '(no decision)'}")
@@ -74,6 +76,19 @@ def run(scenario_files, report_json, report_md, fhe, strategy, transport, deploy
     failed = [r.scenario.name for r in reports if not r.passed]
     if failed:
         raise click.ClickException(f"expectations did not hold in: {', '.join(failed)}")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def keys(directory):
+    """Create CurveZMQ key pairs for every role in DIRECTORY (files 0600) for runs on several hosts.
+
+    Give each host the directory's *.key public files and only its own role's *.key_secret.
+    """
+    from protocol.curve import ROLES, create_keys
+
+    create_keys(directory)
+    click.echo(f"wrote {len(ROLES)} key pairs to {directory}: " + ", ".join(ROLES))
 
 
 @cli.command()

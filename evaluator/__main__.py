@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from credit_model.deployment import load_deployment
-from protocol.settings import RoleSettings, role_command
+from protocol.settings import RoleSettings, curve_for, role_command
 
 from .service import Evaluator
 
@@ -14,7 +14,7 @@ def _run(settings: RoleSettings) -> None:
     Evaluator(load_deployment(settings.deployment), settings.evaluator, Path(settings.workdir),
               control=settings.control, simulate=settings.fhe == "simulate",
               max_sessions=settings.max_sessions, max_keys=settings.max_keys, workers=settings.workers,
-              worker_threads=settings.worker_threads,
+              worker_threads=settings.worker_threads, curve=curve_for("evaluator", settings),
               capture_dir=Path(settings.capture_dir) if settings.capture_dir else None).serve_forever()
 
 

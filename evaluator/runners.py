@@ -103,7 +103,7 @@ class WorkerPool:
     """
 
     def __init__(self, node, endpoint: str, count: int, deployment: str | None, simulate: bool,
-                 log_dir: Path, threads: int = 0):
+                 log_dir: Path, threads: int = 0, keys_dir: str | None = None):
         self.node = node
         self.socket = node.serve_router(endpoint, self.on_message)
         self.idle: deque[bytes] = deque()
@@ -113,6 +113,7 @@ class WorkerPool:
         self.procs = []
         args = [sys.executable, "-m", "evaluator.worker", "--endpoint", endpoint, "--fhe",
                 "simulate" if simulate else "execute"] + (["--deployment", deployment] if deployment else [])
+        args += ["--keys-dir", keys_dir] if keys_dir else []
         env = dict(os.environ)
         if threads > 0:  # Concrete's runtime parallelises one run over every core unless told otherwise
             env["OMP_NUM_THREADS"] = str(threads)

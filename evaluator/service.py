@@ -26,14 +26,15 @@ class Evaluator(Node):
 
     def __init__(self, deployment: Deployment, endpoint: str, workdir: Path, control: str | None = None,
                  simulate: bool = False, max_sessions: int = 20, max_keys: int = 20, workers: int = 0,
-                 worker_threads: int = 0, capture_dir: Path | None = None):
-        super().__init__("evaluator", control, capture_dir=capture_dir, poll_ms=5)
+                 worker_threads: int = 0, capture_dir: Path | None = None, curve=None):
+        super().__init__("evaluator", control, capture_dir=capture_dir, poll_ms=5, curve=curve)
         self.simulate = simulate
         self.store = SessionStore(workdir, PARTIES, max_sessions, max_keys)
         self.waiters: list[tuple[bytes, int, str, str, float]] = []  # parked GET_OUTPUT requests
         if workers > 0:
             self.runner = WorkerPool(self, f"ipc://{Path(workdir).resolve()}/workers.ipc", workers,
-                                     str(deployment.directory), simulate, Path(workdir), worker_threads)
+                                     str(deployment.directory), simulate, Path(workdir), worker_threads,
+                                     keys_dir=str(curve.keys_dir) if curve else None)
             self.runner.wait_ready(180)
         else:
             self.runner = ThreadRunner(deployment.server(simulate=simulate))

@@ -21,7 +21,8 @@ from .runners import Job, KeyCache, run_job
 @click.option("--endpoint", required=True, help="The evaluator's worker endpoint.")
 @click.option("--deployment", default=None)
 @click.option("--fhe", type=click.Choice(["execute", "simulate"]), default="execute")
-def main(endpoint, deployment, fhe):
+@click.option("--keys-dir", default=None, help="CURVE keys: the worker speaks as the evaluator itself.")
+def main(endpoint, deployment, fhe, keys_dir):
     """Serve FHE jobs for the evaluator until it says SHUTDOWN or a signal arrives."""
     server = load_deployment(deployment).server(simulate=fhe == "simulate")
     keys = KeyCache()
@@ -30,6 +31,9 @@ def main(endpoint, deployment, fhe):
         signal.signal(sig, lambda *_: stop.append(True))
     ctx = zmq.Context()
     sock = make_socket(ctx, zmq.DEALER, f"worker:{os.getpid()}")
+    if keys_dir:
+        from protocol.curve import Curve
+        Curve.load("evaluator", keys_dir).client("evaluator")(sock)
     sock.connect(endpoint)
     sock.send_multipart(encode(Ready("worker", os.getpid(), {}), 0))
     try:

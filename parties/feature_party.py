@@ -12,7 +12,7 @@ from credit_model.schema import InputValidationError
 from protocol.errors import ErrorCode, IllegalState, ProtocolError
 from protocol.messages import Ack, ClientKey, Input
 from protocol.node import Node
-from protocol.settings import RoleSettings
+from protocol.settings import RoleSettings, curve_for
 from protocol.states import KEY_TABLE, Event, KeyState, StateMachine
 
 log = logging.getLogger("fhe_credit_sim.party")
@@ -39,7 +39,8 @@ class FeatureParty(Node):
     straight to the evaluator. It never sees the other parties' features or any result."""
 
     def __init__(self, party: str, settings: RoleSettings):
-        super().__init__(party, settings.control, capture_dir=settings.capture_dir)
+        super().__init__(party, settings.control, capture_dir=settings.capture_dir,
+                         curve=curve_for(party, settings))
         self.party = party
         self.settings = settings
         self.simulate = settings.fhe == "simulate"

@@ -15,7 +15,7 @@ from credit_model.deployment import load_deployment
 from protocol.errors import ErrorCode, ProtocolError, RemoteError
 from protocol.messages import Candidate, ClientKey, EvalKey, GetOutput, Input, KeyQuery, Output, Run
 from protocol.node import Node
-from protocol.settings import RoleSettings, role_command
+from protocol.settings import RoleSettings, curve_for, role_command
 from protocol.states import APPLICATION_TABLE, ApplicationState, Event, StateMachine
 
 from .feature_party import make_encryptor, validated_matrix
@@ -37,7 +37,8 @@ class User(Node):
     """Generates keys, uploads only the evaluation key, shares the client key with bank and agency only."""
 
     def __init__(self, settings: RoleSettings):
-        super().__init__("user", settings.control, capture_dir=settings.capture_dir)
+        super().__init__("user", settings.control, capture_dir=settings.capture_dir,
+                         curve=curve_for("user", settings))
         self.settings = settings
         self.simulate = settings.fhe == "simulate"
         self.deployment = load_deployment(settings.deployment)

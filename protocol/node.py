@@ -28,8 +28,9 @@ class Node:
     """
 
     def __init__(self, role: str, control: str | None = None, poll_ms: int = 50,
-                 capture_dir: Path | None = None):
+                 capture_dir: Path | None = None, curve=None):
         self.role = role
+        self.curve = curve
         self.capture_dir = Path(capture_dir) if capture_dir else None
         self._captured = 0
         self.identity = f"{role}:{os.getpid()}"
@@ -44,14 +45,22 @@ class Node:
         self.current_identity = b""
         self.current_seq = 0
         self.control: zmq.Socket | None = None
+        self.key_roles: dict[str, str] = {}
+        if curve is not None:
+            curve.start_authenticator(self.ctx)
+            self.key_roles = curve.roles_by_key()
         if control:
             self.control = make_socket(self.ctx, zmq.DEALER, self.identity)
+            if curve is not None:
+                curve.client("runner")(self.control)
             self.control.connect(control)
             self.poller.register(self.control, zmq.POLLIN)
 
     # --- set-up ---------------------------------------------------------------------------
     def serve_router(self, endpoint: str, handler: Handler, setup=None) -> zmq.Socket:
         sock = make_socket(self.ctx, zmq.ROUTER)
+        if self.curve is not None:
+            self.curve.server(sock)
         if setup is not None:
             setup(sock)
         sock.bind(endpoint)
@@ -61,6 +70,8 @@ class Node:
         return sock
 
     def connect_peer(self, name: str, endpoint: str, setup=None) -> PeerClient:
+        if setup is None and self.curve is not None:
+            setup = self.curve.client(name)
         peer = PeerClient(self.ctx, name, endpoint, self.identity, self.traffic, setup)
         self.peers[name] = peer
         return peer
@@ -125,6 +136,14 @@ class Node:
             return Result("stats", {"messages": self.traffic.drain(), "pid": os.getpid()})
         return Result(message.action, self.on_command(message.action, dict(message.params)))
 
+    def _sender(self, identity: bytes, frames) -> str:
+        """Who sent this: with CURVE, the role whose public key the ZAP handshake proved (never the
+        identity a peer claims); without CURVE, the role part of the socket identity."""
+        if self.curve is None or not frames:
+            return role_of(identity)
+        user_id = frames[0].get("User-Id")
+        return self.key_roles.get(user_id, "unknown")
+
     def send_reply(self, sock: zmq.Socket, identity: bytes, reply: Message, seq: int) -> None:
         """Answer a peer on a ROUTER (now, or later for a request a handler deferred by returning None)."""
         out = encode(reply, seq)
@@ -138,9 +157,11 @@ class Node:
         events = dict(self.poller.poll(self.poll_ms))
         for sock, handler in self.routers.items():
             while sock in events and sock.poll(0, zmq.POLLIN):
-                identity, *frames = sock.recv_multipart()
+                identity, *frames = sock.recv_multipart(copy=False)
+                identity, sender = identity.bytes, self._sender(identity.bytes, frames)
+                frames = [f.bytes for f in frames]
                 self.current_identity = identity
-                reply, seq = self._reply_for(handler, role_of(identity), frames)
+                reply, seq = self._reply_for(handler, sender, frames)
                 if reply is not None:
                     self.send_reply(sock, identity, reply, seq)
         if self.control is not None and self.control in events:
@@ -165,6 +186,8 @@ class Node:
             sock.close(linger=0)
         if self.control is not None:
             self.control.close(linger=0)
+        if self.curve is not None:
+            self.curve.stop()
         self.ctx.term()
 
 

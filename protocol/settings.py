@@ -31,10 +31,17 @@ class RoleSettings:
     workers: int = 0
     worker_threads: int = 0
     capture_dir: str | None = None
+    keys_dir: str | None = None
+    insecure: bool = False
     log_level: str = "INFO"
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RoleSettings)}
+HELP = {
+    "keys_dir": "Directory with <role>.key public keys of every trusted role and this role's "
+                "<role>.key_secret (CurveZMQ; see `run_scenario.py keys`).",
+    "insecure": "Run without CurveZMQ authentication and encryption (refused otherwise without --keys-dir).",
+}
 
 
 def load_settings(config: str | None, overrides: dict) -> RoleSettings:
@@ -48,10 +55,28 @@ def load_settings(config: str | None, overrides: dict) -> RoleSettings:
         if unknown:
             raise click.BadParameter(f"{config}: unknown settings {unknown}; known: {sorted(FIELDS)}")
         values.update(data)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: v for k, v in overrides.items() if v is not None and v is not False})
     if values.get("fhe", "execute") not in ("execute", "simulate"):
         raise click.BadParameter("fhe must be 'execute' or 'simulate'")
     return RoleSettings(**values)
+
+
+def curve_for(role: str, settings: RoleSettings):
+    """The role's CURVE identity, or None with --insecure; no keys and no --insecure is refused."""
+    from .curve import Curve, CurveError
+    if settings.insecure:
+        message = (f"INSECURE: the {role} runs WITHOUT CurveZMQ: no authentication, no encryption "
+                   "of the links; anyone who reaches its endpoints can talk to it")
+        logging.getLogger("fhe_credit_sim").warning(message)
+        click.secho(message, fg="red", bold=True, err=True)
+        return None
+    if not settings.keys_dir:
+        raise click.UsageError(f"the {role} refuses to run without CURVE keys: pass --keys-dir DIR "
+                               "(create them with `run_scenario.py keys DIR`) or, knowingly, --insecure")
+    try:
+        return Curve.load(role, settings.keys_dir)
+    except CurveError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def role_command(role: str, run: Callable[[RoleSettings], None]) -> click.Command:
@@ -66,8 +91,12 @@ def role_command(role: str, run: Callable[[RoleSettings], None]) -> click.Comman
     params = [click.Option(["--config"], type=click.Path(exists=True, dir_okay=False),
                            help="YAML or JSON file with any of the settings below.")]
     for name, f in FIELDS.items():
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(f.default, bool):
+            params.append(click.Option([flag, name], is_flag=True, default=False, help=HELP.get(name, "")))
+            continue
         kind = {float: float, int: int}.get(type(f.default), str)
-        params.append(click.Option([f"--{name.replace('_', '-')}", name], type=kind, default=None,
-                                   help=f"default: {f.default}"))
+        params.append(click.Option([flag, name], type=kind, default=None,
+                                   help=HELP.get(name, f"default: {f.default}")))
     return click.Command(role, callback=callback, params=params,
                          help=f"Run the {role} role as its own process.")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import zmq
 
+from protocol.curve import Curve, create_keys
 from protocol.errors import ErrorCode, ProtocolError, RemoteError
 from protocol.messages import Command, Error, Ready, Result, Shutdown, decode, encode
 from protocol.transport import TrafficLog, make_socket
@@ -61,13 +62,20 @@ class ProcessSet:
     """The four role processes of one run, and the runner's control ROUTER they connect to."""
 
     def __init__(self, run_dir: Path, transport: str, fhe: str, deployment: str | None,
-                 extra_args: dict[str, list[str]] | None = None):
+                 extra_args: dict[str, list[str]] | None = None, secure: bool = True):
         self.run_dir = Path(run_dir)
         self.endpoints = endpoints_for(transport, self.run_dir)
         self.fhe, self.deployment = fhe, deployment
         self.extra_args = extra_args or {}
         self.ctx = zmq.Context()
         self.control = make_socket(self.ctx, zmq.ROUTER)
+        self.keys_dir: Path | None = None
+        self.curve = None
+        if secure:  # fresh CURVE key pairs for this run, files 0600 in a 0700 directory
+            self.keys_dir = create_keys(self.run_dir / "keys")
+            self.curve = Curve.load("runner", self.keys_dir)
+            self.curve.start_authenticator(self.ctx)
+            self.curve.server(self.control)
         self.control.bind(self.endpoints["control"])
         self.procs: dict[str, RoleProcess] = {}
         self.traffic = TrafficLog("runner")
@@ -80,6 +88,7 @@ class ProcessSet:
                 "--fhe", self.fhe]
         if self.deployment:
             args += ["--deployment", str(self.deployment)]
+        args += ["--keys-dir", str(self.keys_dir)] if self.keys_dir else ["--insecure"]
         return args + self.extra_args.get(role, [])
 
     def start(self, timeout: float, roles: tuple[str, ...] = ROLES) -> dict[str, int]:
@@ -163,5 +172,7 @@ class ProcessSet:
                 time.sleep(0.05)
             deadline = time.monotonic() + 5
         self.control.close(linger=0)
+        if self.curve is not None:
+            self.curve.stop()
         self.ctx.term()
         return {role: p.popen.poll() for role, p in self.procs.items()}

@@ -70,7 +70,7 @@ class ScenarioRunner:
     def __init__(self, scenario: Scenario, fhe: str | None = None, strategy: str | None = None,
                  transport: str | None = None, deployment: str | None = None, run_dir: Path | None = None,
                  progress: Callable[[str], None] = lambda line: None,
-                 extra_args: dict[str, list[str]] | None = None):
+                 extra_args: dict[str, list[str]] | None = None, secure: bool = True):
         self.scenario = scenario
         self.fhe = fhe or scenario.fhe
         self.strategy = strategy
@@ -79,6 +79,7 @@ class ScenarioRunner:
         self.run_dir = run_dir
         self.progress = progress
         self.extra_args = extra_args
+        self.secure = secure
         self.report = RunReport(scenario, self.fhe, strategy or scenario.strategy)
         self.deadline = 0.0
 
@@ -95,9 +96,10 @@ class ScenarioRunner:
         with tempfile.TemporaryDirectory(prefix="fcs-") as tmp:
             run_dir = Path(self.run_dir or tmp)
             run_dir.mkdir(parents=True, exist_ok=True)
-            procs = ProcessSet(run_dir, self.transport, self.fhe, self.deployment, self.extra_args)
+            procs = ProcessSet(run_dir, self.transport, self.fhe, self.deployment, self.extra_args, self.secure)
             try:
-                self.progress(f"starting {', '.join(ROLES)} ({self.transport}, fhe={self.fhe})")
+                self.progress(f"starting {', '.join(ROLES)} ({self.transport}, fhe={self.fhe}, "
+                              f"{'CurveZMQ' if self.secure else 'INSECURE: no CurveZMQ'})")
                 self.report.processes = procs.start(min(START_TIMEOUT, self.remaining()))
                 self.progress("all roles ready: " + ", ".join(f"{r}={p}" for r, p in self.report.processes.items()))
                 counts: dict[str, int] = {}

@@ -9,6 +9,7 @@ import zmq
 
 from protocol import PROTOCOL_VERSION
 from protocol.messages import ClientKey, GetOutput, Input, KeyQuery, Ping, Run, decode, encode
+from protocol.curve import Curve
 from protocol.transport import make_socket
 from scenarios.processes import ProcessSet, RoleFailure
 
@@ -33,11 +34,14 @@ def start_roles(tmp_path):
 
 @pytest.fixture
 def client_socket():
+    """A DEALER speaking as `identity`'s role with that role's CURVE keys from the run (or none)."""
     ctx = zmq.Context()
     sockets = []
 
-    def connect(endpoint, identity):
+    def connect(endpoint, identity, keys_dir=None, server="evaluator"):
         sock = make_socket(ctx, zmq.DEALER, identity)
+        if keys_dir is not None:
+            Curve.load(identity.split(":")[0], keys_dir).client(server)(sock)
         sock.connect(endpoint)
         sockets.append(sock)
         return sock
@@ -61,7 +65,7 @@ def error_code(packet):
 
 def test_evaluator_answers_every_bad_message_with_an_error_and_keeps_serving(start_roles, client_socket):
     procs = start_roles(("evaluator",), fhe="execute")
-    bank = client_socket(procs.endpoints["evaluator"], "bank:1")
+    bank = client_socket(procs.endpoints["evaluator"], "bank:1", procs.keys_dir)
     cases = [
         ([b"FCS/9", b"PING", b'{"seq": 1}'], "VERSION_MISMATCH"),
         ([PROTOCOL_VERSION, b"TELEPORT", b'{"seq": 2}'], "UNKNOWN_TYPE"),
@@ -93,13 +97,13 @@ def test_errors_of_the_reference_demo(start_roles, client_socket, alice):
     sim = SimulatedPartyClient(deployment.client())  # well-formed values; no real keys involved
     blobs = {p: sim.quantize_encrypt_serialize_party(p, deployment.preprocessor(p).transform_records([alice[p]]))
              for p in ("user", "bank", "agency")}
-    user = client_socket(ev_port, "user:1")
+    user = client_socket(ev_port, "user:1", procs.keys_dir)
     assert ask(user, encode(Input("a-1", "alice", "user", "base", blobs["user"]), 1)).message.detail["missing"] == ["bank", "agency"]
     missing = ask(user, encode(Run("a-1", "r1", {}), 2))
     assert error_code(missing) == "MISSING_INPUTS" and "bank, agency" in missing.message.reason
     assert error_code(ask(user, encode(GetOutput("a-1", "r1"), 3))) == "OUTPUT_NOT_READY"
     for party in ("bank", "agency"):
-        sock = client_socket(ev_port, f"{party}:1")
+        sock = client_socket(ev_port, f"{party}:1", procs.keys_dir)
         ask(sock, encode(Input("a-1", "alice", party, "base", blobs[party]), 4))
     no_keys = ask(user, encode(Run("a-1", "r1", {}), 5))
     assert error_code(no_keys) == "KEYS_NOT_GENERATED" and "keys not generated yet" in no_keys.message.reason

@@ -1,0 +1,94 @@
+"""CurveZMQ: roles refuse to run without keys, rogue clients get nothing, senders are proven by their keys."""
+
+import stat
+
+import click
+import pytest
+import zmq
+import zmq.auth
+from click.testing import CliRunner
+
+from protocol.curve import Curve, create_keys
+from protocol.messages import Input, Ping, decode, encode
+from protocol.settings import RoleSettings, curve_for
+from protocol.transport import make_socket
+from scenarios.processes import ProcessSet
+
+
+def test_a_role_without_keys_refuses_to_run():
+    from parties.bank import main
+    result = CliRunner().invoke(main, ["--evaluator", "ipc:///nonexistent"])
+    assert result.exit_code == 2
+    assert "refuses to run without CURVE keys" in result.output
+
+
+def test_insecure_is_said_loudly(capsys):
+    assert curve_for("bank", RoleSettings(insecure=True)) is None
+    assert "INSECURE: the bank runs WITHOUT CurveZMQ" in capsys.readouterr().err
+
+
+def test_missing_secret_key_is_named(tmp_path):
+    create_keys(tmp_path / "k", roles=("user",))
+    with pytest.raises(click.UsageError, match="no CURVE secret key for bank"):
+        curve_for("bank", RoleSettings(keys_dir=str(tmp_path / "k")))
+
+
+def test_key_files_are_private(tmp_path):
+    keys = create_keys(tmp_path / "keys")
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    files = list(keys.iterdir())
+    assert len(files) == 10
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+
+
+@pytest.fixture
+def evaluator(tmp_path):
+    procs = ProcessSet(tmp_path, "tcp", "simulate", None)
+    procs.start(180, ("evaluator",))
+    ctx = zmq.Context()
+    yield procs, ctx
+    procs.stop()
+    ctx.term()
+
+
+def _dealer(ctx, procs, identity, keys=None):
+    sock = make_socket(ctx, zmq.DEALER, identity)
+    if keys is not None:
+        public, secret = keys
+        sock.curve_publickey, sock.curve_secretkey = public, secret
+        sock.curve_serverkey = Curve.load("evaluator", procs.keys_dir).public
+    sock.connect(procs.endpoints["evaluator"])
+    return sock
+
+
+def _answer(sock, message, timeout_ms):
+    sock.send_multipart(encode(message, 7))
+    return decode(sock.recv_multipart()).message if sock.poll(timeout_ms) else None
+
+
+def test_rogue_clients_get_nothing_through_and_real_parties_are_unaffected(evaluator, tmp_path):
+    procs, ctx = evaluator
+    rogue_keys = zmq.auth.load_certificate(zmq.auth.create_certificates(tmp_path, "rogue")[1])
+    rogue = _dealer(ctx, procs, "user:666", rogue_keys)
+    plain = _dealer(ctx, procs, "user:667")
+    user = Curve.load("user", procs.keys_dir)
+    real = _dealer(ctx, procs, "user:1", (user.public, user.secret))
+    try:
+        assert _answer(rogue, Ping(), 3000) is None
+        assert _answer(plain, Ping(), 3000) is None
+        assert _answer(real, Ping(), 10000).role == "evaluator"
+        assert procs.procs["evaluator"].popen.poll() is None
+    finally:
+        for sock in (rogue, plain, real):
+            sock.close(linger=0)
+
+
+def test_the_sender_is_the_key_owner_not_the_claimed_identity(evaluator):
+    procs, ctx = evaluator
+    user = Curve.load("user", procs.keys_dir)
+    spoof = _dealer(ctx, procs, "bank:1", (user.public, user.secret))  # user's key, bank's name
+    try:
+        reply = _answer(spoof, Input("s-1", "k", "bank", "base", b"x"), 10000)
+        assert reply.code == "ILLEGAL_STATE" and reply.reason == "user may not send the bank input"
+    finally:
+        spoof.close(linger=0)

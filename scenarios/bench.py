@@ -200,6 +200,44 @@ def cost_growth(depths: tuple[int, ...], bit_widths: tuple[int, ...], log: Log) 
     return rows
 
 
+def cost_vs_features(widths: tuple[int, ...], depth: int, bits: int, log: Log) -> list[dict]:
+    """FHE cost against the number of user columns (bank and agency unchanged), same data and depth."""
+    import numpy as np
+    from concrete.ml.sklearn import DecisionTreeClassifier
+
+    from credit_model.fhe_model import compile_multi_input
+    from credit_model.generator import LABEL, generate_applicants
+    from credit_model.preprocessing import PartyPreprocessor
+
+    df = generate_applicants(6000, seed=0)
+    x = {p: PartyPreprocessor(p).fit(df).transform_frame(df) for p in PARTIES}
+    y = df[LABEL].to_numpy(int)
+    rows = []
+    for width in widths:
+        data = np.hstack([x["user"][:, :width], x["bank"], x["agency"]])
+        slices = [(0, width), (width, width + 1), (width + 1, width + 3)]
+        monotonic = [0] * data.shape[1]
+        monotonic[width + 1] = 1
+        model = DecisionTreeClassifier(n_bits=bits, max_depth=depth, min_samples_leaf=20, random_state=0,
+                                       monotonic_cst=monotonic).fit(data, y)
+        q = model.quantize_input(data)
+        circuit = compile_multi_input(model, q, slices)
+        circuit.keygen()
+        keys = circuit.client.evaluation_keys
+        args = circuit.encrypt(*(q[:1, a:b] for a, b in slices))
+        circuit.run(*args)  # the first run pays key set-up
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            circuit.run(*args)
+            times.append(time.perf_counter() - t0)
+        rows.append({"user_columns": width, "features": width + 3, "depth": depth, "bits": bits,
+                     "run_s": _median(times), "eval_key_bytes": len(keys.serialize()),
+                     "user_ciphertext_bytes": len(args[0].serialize())})
+        log(f"   {rows[-1]}")
+    return rows
+
+
 def run_benchmarks(deployment: Deployment, approved: dict, explain_cases: dict, quick: bool, log: Log) -> dict:
     """Everything `run_scenario.py bench` prints; returns the figures (headline keys first)."""
     repeats = 2 if quick else 5
@@ -218,6 +256,7 @@ def run_benchmarks(deployment: Deployment, approved: dict, explain_cases: dict, 
     scaling = [worker_throughput(deployment, approved, n, jobs, log) for n in (1, 2)]
     single = [worker_throughput(deployment, approved, n, jobs, log, threads=1) for n in (1, 2)]
     growth = [] if quick else cost_growth((2, 3, 4, 5, 6), (2, 3, 4), log)
+    features = [] if quick else cost_vs_features((5, 15, 30, 47), 4, 3, log)
     metrics = deployment.manifest["metrics"]
     headline = {
         "overhead_ratio": round(multi["warm_e2e_s"] / baseline["warm_s"], 3),
@@ -234,6 +273,6 @@ def run_benchmarks(deployment: Deployment, approved: dict, explain_cases: dict, 
         "worker_scaling_single_thread": round(single[1]["per_minute"] / single[0]["per_minute"], 3),
     }
     return {**headline, "quick": quick, "baseline": baseline, "multi_process": multi,
-            "explanation": explain, "workers": scaling + single, "cost_growth": growth,
+            "explanation": explain, "workers": scaling + single, "cost_growth": growth, "cost_vs_features": features,
             "e2e_vs_applications": [round(sum(multi["e2e_per_application_s"][:n + 1]), 3)
                                     for n in range(repeats + 1)]}

@@ -34,8 +34,9 @@ def test_approved_with_real_fhe_and_the_evaluator_never_sees_the_client_key(tmp_
     ev_dir, bank_dir = tmp_path / "evaluator-capture", tmp_path / "bank-capture"
     ev_dir.mkdir()
     bank_dir.mkdir()
-    report = run("approved", extra_args={"evaluator": ["--capture-dir", str(ev_dir)],
-                                         "bank": ["--capture-dir", str(bank_dir)]})
+    run_dir = tmp_path / "run"
+    report = run("approved", run_dir=run_dir, extra_args={"evaluator": ["--capture-dir", str(ev_dir)],
+                                                          "bank": ["--capture-dir", str(bank_dir)]})
     assert_passed(report)
     assert report.applicants[0].decision == "Credit card is likely to be approved ✅"
 
@@ -59,6 +60,19 @@ def test_approved_with_real_fhe_and_the_evaluator_never_sees_the_client_key(tmp_
     headers = b"".join(frames[2] for frames in ev_got.values() if len(frames) > 2)
     for value in plaintext:
         assert value not in headers, value
+
+    # no role writes the client key or a plaintext feature value to its log
+    logs = {p.name: p.read_bytes() for p in run_dir.glob("*.log")}
+    assert set(logs) == {"evaluator.log", "user.log", "bank.log", "agency.log"}
+    for name, text in logs.items():
+        for key in secret_keys:
+            assert key[:64] not in text and key[:64].hex().encode() not in text, name
+        for value in (b"95400", b"Core staff", b"Incomplete higher"):
+            assert value not in text, (name, value)
+    # everything the evaluator stored (evaluation keys, ciphertexts) is private to its owner
+    stored = [p for p in (run_dir / "evaluator").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".evk" for p in stored) and any(p.name.startswith("input__") for p in stored)
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in stored if p.suffix in (".evk", ".bin"))
 
 
 @pytest.mark.fhe
@@ -103,3 +117,19 @@ def test_repeat_applicant_reuses_keys_and_the_runner_never_carries_keys_or_ciphe
 def test_evaluator_worker_processes_serve_a_scenario():
     report = run("denied_bin_found", fhe="simulate", extra_args={"evaluator": ["--workers", "2"]})
     assert_passed(report)
+
+
+def test_bisect_refuses_a_deployment_without_the_monotone_constraint(deployment, tmp_path):
+    import json
+    import shutil
+
+    copy = tmp_path / "deploy"
+    shutil.copytree(deployment.directory, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["monotonic_cst"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    report = run("denied_bin_found", fhe="simulate", deployment=str(copy))
+    failures = report.applicants[0].failures
+    assert len(failures) == 1 and "step 3 (explain)" in failures[0]
+    assert "bisect strategy needs a model trained with a monotone constraint" in failures[0]
+    assert report.applicants[0].errors[0]["code"] == "ILLEGAL_STATE"

@@ -46,11 +46,18 @@ def cli() -> None:
               help="Deployment directory (default: the committed deployment_files/).")
 @click.option("--insecure", is_flag=True,
               help="Run the roles without CurveZMQ (by default every run gets fresh CURVE keys).")
-def run(scenario_files, report_json, report_md, fhe, strategy, transport, deployment, insecure):
+@click.option("--attach", metavar="ENDPOINT", default=None,
+              help="Start no process: bind the control endpoint (e.g. tcp://0.0.0.0:5560) and drive roles "
+                   "started elsewhere with --control pointing here.")
+@click.option("--keys-dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="With --attach: the CURVE keys directory holding runner.key_secret and the roles' *.key.")
+def run(scenario_files, report_json, report_md, fhe, strategy, transport, deployment, insecure, attach, keys_dir):
     """Start the four processes and drive SCENARIO_FILES (default: scenarios/approved.yaml)."""
     from scenarios.report import INSECURE, summary_table, write_json, write_markdown
     from scenarios.runner import ScenarioRunner
 
+    if attach and not (keys_dir or insecure):
+        raise click.UsageError("--attach needs --keys-dir (the roles' CURVE keys) or --insecure")
     scenarios = _load_all(scenario_files or [DEFAULT_SCENARIO])
     reports = []
     for scenario in scenarios:
@@ -59,7 +66,8 @@ def run(scenario_files, report_json, report_md, fhe, strategy, transport, deploy
         if mode == "simulate":
             click.secho(f"!! {INSECURE}", fg="red", bold=True)
         report = ScenarioRunner(scenario, fhe=fhe, strategy=strategy, transport=transport,
-                                deployment=deployment, progress=click.echo, secure=not insecure).run()
+                                deployment=deployment, progress=click.echo, secure=not insecure,
+                                attach=attach, keys_dir=keys_dir).run()
         reports.append(report)
         for app in report.applicants:
             click.echo(f"{app.session_id}: {app.explanation or app.decision or '(no decision)'}")
@@ -128,6 +136,24 @@ def bench(quick, json_path, deployment):
         click.echo(f"{key:22} {figures[key]}")
     if json_path:
         json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+
+
+@cli.command()
+@click.option("--sessions", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
+def load(sessions, json_path):
+    """Many applicants in flight at once against one evaluator process (real FHE); checks every decision."""
+    import json
+
+    from credit_model.deployment import load_deployment
+    from scenarios.load import concurrent_sessions
+
+    summary = concurrent_sessions(load_deployment(), sessions, click.echo)
+    if json_path:
+        json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if summary["correct"] != sessions:
+        raise click.ClickException(f"{sessions - summary['correct']} session(s) failed or were wrong: "
+                                   f"{summary['failed']}")
 
 
 def _cpu_model() -> str:

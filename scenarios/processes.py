@@ -46,12 +46,20 @@ def endpoints_for(transport: str, run_dir: Path) -> dict[str, str]:
 
 @dataclass
 class RoleProcess:
+    """A role of the run: a child process, or (attached) a process started elsewhere, popen None."""
+
     role: str
-    popen: subprocess.Popen
-    log_path: Path
+    popen: subprocess.Popen | None
+    log_path: Path | None
     identity: bytes | None = None
+    pid: int | None = None
+
+    def exit_code(self) -> int | None:
+        return None if self.popen is None else self.popen.poll()
 
     def log_tail(self, lines: int = 15) -> str:
+        if self.log_path is None:
+            return "(started elsewhere: see its own log)"
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
@@ -62,17 +70,21 @@ class ProcessSet:
     """The four role processes of one run, and the runner's control ROUTER they connect to."""
 
     def __init__(self, run_dir: Path, transport: str, fhe: str, deployment: str | None,
-                 extra_args: dict[str, list[str]] | None = None, secure: bool = True):
+                 extra_args: dict[str, list[str]] | None = None, secure: bool = True,
+                 attach: str | None = None, keys_dir: Path | None = None):
+        """With `attach`, start nothing: roles started elsewhere connect to that control endpoint
+        (CURVE keys then come from `keys_dir`, which must hold runner.key_secret)."""
         self.run_dir = Path(run_dir)
-        self.endpoints = endpoints_for(transport, self.run_dir)
+        self.attach = attach
+        self.endpoints = {"control": attach} if attach else endpoints_for(transport, self.run_dir)
         self.fhe, self.deployment = fhe, deployment
         self.extra_args = extra_args or {}
         self.ctx = zmq.Context()
         self.control = make_socket(self.ctx, zmq.ROUTER)
         self.keys_dir: Path | None = None
         self.curve = None
-        if secure:  # fresh CURVE key pairs for this run, files 0600 in a 0700 directory
-            self.keys_dir = create_keys(self.run_dir / "keys")
+        if secure:  # fresh CURVE key pairs for this run (files 0600), or the given ones
+            self.keys_dir = Path(keys_dir) if keys_dir else create_keys(self.run_dir / "keys")
             self.curve = Curve.load("runner", self.keys_dir)
             self.curve.start_authenticator(self.ctx)
             self.curve.server(self.control)
@@ -94,12 +106,14 @@ class ProcessSet:
     def start(self, timeout: float, roles: tuple[str, ...] = ROLES) -> dict[str, int]:
         """Start the roles and wait until each has said READY; returns role -> pid."""
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
-        for role in roles:
+        for role in roles if not self.attach else ():
             log_path = self.run_dir / f"{role}.log"
             with open(log_path, "wb") as log_file:
                 popen = subprocess.Popen(self.command_line(role), cwd=PROJECT_ROOT, env=env,
                                          stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             self.procs[role] = RoleProcess(role, popen, log_path)
+        if self.attach:
+            self.procs = {role: RoleProcess(role, None, None) for role in roles}
         deadline = time.monotonic() + timeout
         while any(p.identity is None for p in self.procs.values()):
             self._check_alive("starting")
@@ -115,14 +129,15 @@ class ProcessSet:
                     continue
                 if isinstance(packet.message, Ready) and packet.message.role in self.procs:
                     self.procs[packet.message.role].identity = identity
+                    self.procs[packet.message.role].pid = packet.message.pid
         return self.pids()
 
     def pids(self) -> dict[str, int]:
-        return {role: p.popen.pid for role, p in self.procs.items()}
+        return {role: p.pid or p.popen.pid for role, p in self.procs.items()}
 
     def _check_alive(self, doing: str) -> None:
         for role, proc in self.procs.items():
-            code = proc.popen.poll()
+            code = proc.exit_code()
             if code is not None:
                 raise RoleFailure(role, f"the {role} process exited with code {code} while {doing}; "
                                   f"last log lines:\n{proc.log_tail()}", ErrorCode.INTERNAL)
@@ -158,7 +173,7 @@ class ProcessSet:
     def stop(self, grace: float = 10.0) -> dict[str, int | None]:
         """SHUTDOWN every role, then SIGTERM, then SIGKILL; close the control socket. Returns exit codes."""
         for role, proc in self.procs.items():
-            if proc.identity is not None and proc.popen.poll() is None:
+            if proc.identity is not None and proc.exit_code() is None:
                 try:
                     self.control.send_multipart([proc.identity] + encode(Shutdown(), 0), zmq.NOBLOCK)
                 except zmq.ZMQError:
@@ -166,13 +181,14 @@ class ProcessSet:
         deadline = time.monotonic() + grace
         for sig in (None, signal.SIGTERM, signal.SIGKILL):
             for proc in self.procs.values():
-                if proc.popen.poll() is None and sig is not None:
+                if proc.popen is not None and proc.popen.poll() is None and sig is not None:
                     proc.popen.send_signal(sig)
-            while time.monotonic() < deadline and any(p.popen.poll() is None for p in self.procs.values()):
+            while time.monotonic() < deadline and any(p.popen is not None and p.popen.poll() is None
+                                                      for p in self.procs.values()):
                 time.sleep(0.05)
             deadline = time.monotonic() + 5
         self.control.close(linger=0)
         if self.curve is not None:
             self.curve.stop()
         self.ctx.term()
-        return {role: p.popen.poll() for role, p in self.procs.items()}
+        return {role: p.exit_code() for role, p in self.procs.items()}

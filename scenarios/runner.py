@@ -70,7 +70,8 @@ class ScenarioRunner:
     def __init__(self, scenario: Scenario, fhe: str | None = None, strategy: str | None = None,
                  transport: str | None = None, deployment: str | None = None, run_dir: Path | None = None,
                  progress: Callable[[str], None] = lambda line: None,
-                 extra_args: dict[str, list[str]] | None = None, secure: bool = True):
+                 extra_args: dict[str, list[str]] | None = None, secure: bool = True,
+                 attach: str | None = None, keys_dir: str | None = None):
         self.scenario = scenario
         self.fhe = fhe or scenario.fhe
         self.strategy = strategy
@@ -80,6 +81,7 @@ class ScenarioRunner:
         self.progress = progress
         self.extra_args = extra_args
         self.secure = secure
+        self.attach, self.keys_dir = attach, keys_dir
         self.report = RunReport(scenario, self.fhe, strategy or scenario.strategy)
         self.deadline = 0.0
 
@@ -96,7 +98,8 @@ class ScenarioRunner:
         with tempfile.TemporaryDirectory(prefix="fcs-") as tmp:
             run_dir = Path(self.run_dir or tmp)
             run_dir.mkdir(parents=True, exist_ok=True)
-            procs = ProcessSet(run_dir, self.transport, self.fhe, self.deployment, self.extra_args, self.secure)
+            procs = ProcessSet(run_dir, self.transport, self.fhe, self.deployment, self.extra_args, self.secure,
+                               self.attach, self.keys_dir)
             try:
                 self.progress(f"starting {', '.join(ROLES)} ({self.transport}, fhe={self.fhe}, "
                               f"{'CurveZMQ' if self.secure else 'INSECURE: no CurveZMQ'})")

@@ -1,0 +1,50 @@
+"""Roles started on their own (as on other hosts) with shared CURVE keys, driven by `run --attach`."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from run_scenario import cli
+from scenarios import SCENARIO_DIR
+from scenarios.processes import MODULES, PROJECT_ROOT, free_tcp_port
+
+
+@pytest.fixture
+def started_elsewhere(tmp_path):
+    keys = tmp_path / "keys"
+    assert CliRunner().invoke(cli, ["keys", str(keys)]).exit_code == 0
+    ports = {name: free_tcp_port() for name in ("control", "evaluator", "bank", "agency")}
+    url = {name: f"tcp://127.0.0.1:{port}" for name, port in ports.items()}
+    procs = []
+    for role, module in MODULES.items():
+        args = [sys.executable, "-m", module, "--control", url["control"], "--evaluator", url["evaluator"],
+                "--bank", url["bank"], "--agency", url["agency"], "--keys-dir", str(keys), "--fhe", "simulate",
+                "--workdir", str(tmp_path / role)]
+        procs.append(subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+    yield url["control"], keys, procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def test_run_attach_drives_roles_it_did_not_start(started_elsewhere, tmp_path):
+    control, keys, procs = started_elsewhere
+    report = tmp_path / "r.json"
+    result = CliRunner().invoke(cli, ["run", str(SCENARIO_DIR / "denied_bin_found.yaml"), "--fhe", "simulate",
+                                      "--attach", control,
+                                      "--keys-dir", str(keys), "--report-json", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in result.output
+    assert sorted(json.loads(report.read_text())["processes"].values()) == sorted(p.pid for p in procs)
+    for proc in procs:  # the run ends with SHUTDOWN: every role exits 0 by itself
+        assert proc.wait(30) == 0
+
+
+def test_attach_without_keys_is_refused():
+    result = CliRunner().invoke(cli, ["run", "--attach", "tcp://127.0.0.1:1"])
+    assert result.exit_code == 2 and "--keys-dir" in result.output

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Sequence, Union, get_origin, get_type_hints
 
 from . import PROTOCOL_VERSION
 from .errors import ErrorCode, MalformedMessage, MessageTooLarge, UnknownMessageType, VersionMismatch

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -190,11 +189,3 @@ class Node:
             self.curve.stop()
         self.ctx.term()
 
-
-def deadline_loop(timeout: float, step: Callable[[], bool], what: str) -> None:
-    """Call step() until it returns True or the deadline passes (then raise a TIMEOUT ProtocolError)."""
-    deadline = time.monotonic() + timeout
-    while not step():
-        if time.monotonic() >= deadline:
-            raise ProtocolError(f"{what} did not finish within {timeout:.1f} s", ErrorCode.TIMEOUT)
-        time.sleep(0.05)

@@ -12,7 +12,7 @@ from typing import Callable
 import zmq
 
 from credit_model.deployment import Deployment
-from credit_model.schema import PARTIES, YEARS_EMPLOYED_BINS
+from credit_model.schema import PARTIES
 from protocol.curve import Curve
 from protocol.messages import EvalKey, GetOutput, Input, Run, decode, encode
 from protocol.transport import make_socket

@@ -172,7 +172,7 @@ class ProcessSet:
 
     def stop(self, grace: float = 10.0) -> dict[str, int | None]:
         """SHUTDOWN every role, then SIGTERM, then SIGKILL; close the control socket. Returns exit codes."""
-        for role, proc in self.procs.items():
+        for proc in self.procs.values():
             if proc.identity is not None and proc.exit_code() is None:
                 try:
                     self.control.send_multipart([proc.identity] + encode(Shutdown(), 0), zmq.NOBLOCK)

@@ -15,6 +15,20 @@ from .schema import PARTIES
 
 # Concrete ML's default probability of error of one programmable bootstrap.
 P_ERROR = 2 ** -40
+# Layout of a serialized LWE secret key (concrete-python 2.10, pinned): this header, the dimension as a
+# little-endian u64, then one u64 per coefficient. Concrete aborts the whole process (a Rust panic)
+# on a blob that does not fit, so blobs from a peer are checked against it before deserializing.
+SECRET_KEY_HEADER = bytes.fromhex(
+    "0300000000000000302e35000000000300000000000000302e311900000000000000"
+    "636f72655f63727970746f3a3a4c77655365637265744b657900000000")
+
+
+def check_secret_key_layout(blob: bytes, dimension: int, index: int) -> None:
+    """Raise ValueError unless `blob` is exactly a serialized LWE secret key of this dimension."""
+    expected = SECRET_KEY_HEADER + dimension.to_bytes(8, "little")
+    if len(blob) != len(expected) + 8 * dimension or not blob.startswith(expected):
+        raise ValueError(f"secret key {index} is not a serialized LWE secret key of dimension {dimension} "
+                         f"({len(blob)} bytes, expected {len(expected) + 8 * dimension})")
 
 
 def compile_multi_input(model, q_inputset: np.ndarray, slices: Sequence[tuple[int, int]]) -> fhe.Circuit:
@@ -91,6 +105,8 @@ class MultiInputFHEModelClient(FHEModelClient):
         params = self.client.specs.program_info.get_keyset_info().secret_keys()
         if len(blobs) != len(params):
             raise ValueError(f"expected {len(params)} secret keys, got {len(blobs)}")
+        for i, (blob, param) in enumerate(zip(blobs, params)):
+            check_secret_key_layout(bytes(blob), param.dimension(), i)
         start = time.perf_counter()
         initial = {i: LweSecretKey.deserialize(bytes(b), params[i]) for i, b in enumerate(blobs)}
         keys = fhe.Keys(self.client.specs)

@@ -63,7 +63,10 @@ class FeatureParty(Node):
         if isinstance(message, ClientKey):
             if sender != "user":
                 raise IllegalState(f"only the user may share the client key, not {sender}")
-            seconds = self.encryptor.import_secret_keys(message.secret_keys)
+            try:
+                seconds = self.encryptor.import_secret_keys(message.secret_keys)
+            except ValueError as exc:
+                raise ProtocolError(f"client key refused: {exc}", ErrorCode.MALFORMED) from None
             self.keys[message.key_id] = self.encryptor.client.keys
             self.key_state(message.key_id).fire(Event.KEY_RECEIVED)
             return Ack({"key_id": message.key_id, "key_setup_s": round(seconds, 3)})

@@ -1,0 +1,91 @@
+"""Hypothesis throws malformed and hostile multipart messages at live roles: every one gets an answer
+before its deadline, and no role crashes or hangs. FUZZ_EXAMPLES sets the count per role (default 400)."""
+
+import json
+import os
+
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from protocol import PROTOCOL_VERSION
+from protocol.curve import Curve
+from protocol.messages import MessageType, Ping, decode, encode
+from protocol.transport import make_socket
+from scenarios.processes import ProcessSet
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
+FIELDS = ["seq", "key_id", "session_id", "party", "variant", "run_id", "offset", "encrypt", "wait_ms",
+          "secret_keys_count", "variants", "action", "params", "code", "reason", "inputs", "output",
+          "key_path", "seconds", "ok"]
+values = st.one_of(st.integers(-5, 2**62), st.text(max_size=70), st.booleans(), st.none(),
+                   st.lists(st.text(max_size=5), max_size=3), st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+                   st.sampled_from(["user", "bank", "agency", "base", "s-1", "../x", "a" * 80]))
+headers = st.one_of(st.binary(max_size=80),
+                    st.dictionaries(st.sampled_from(FIELDS), values, max_size=8).map(lambda d: json.dumps(d).encode()))
+types = st.sampled_from([t.value.encode() for t in MessageType] + [b"", b"NOPE", b"\xff\xfe"])
+messages = st.tuples(st.one_of(st.just(PROTOCOL_VERSION), st.binary(max_size=8)), types, headers,
+                     st.lists(st.binary(max_size=300), max_size=4))
+
+
+@pytest.fixture(scope="module")
+def roles(tmp_path_factory):
+    procs = ProcessSet(tmp_path_factory.mktemp("fuzz"), "ipc", "execute", None)
+    procs.start(180, ("evaluator", "bank", "agency"))
+    yield procs
+    procs.stop()
+
+
+@pytest.mark.parametrize("target", ["evaluator", "bank", "agency"])
+def test_live_roles_survive_fuzzing(roles, target):
+    ctx = zmq.Context()
+    sock = make_socket(ctx, zmq.DEALER, "user:42")
+    Curve.load("user", roles.keys_dir).client(target)(sock)
+    sock.connect(roles.endpoints[target])
+    outcome = {"sent": 0, "hangs": 0}
+
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(message=messages)
+    def one(message):
+        version, type_name, header, blobs = message
+        sock.send_multipart([version, type_name, header, *blobs])
+        outcome["sent"] += 1
+        if not sock.poll(10_000):
+            outcome["hangs"] += 1
+            return
+        sock.recv_multipart()  # any answer will do; it must come, and the role must live on
+
+    try:
+        one()
+        assert outcome["sent"] >= EXAMPLES // 2
+        assert outcome["hangs"] == 0
+        assert roles.procs[target].exit_code() is None, roles.procs[target].log_tail()
+        sock.send_multipart(encode(Ping(), 10**9))
+        assert sock.poll(10_000)
+        while True:  # drain answers to earlier messages, then the PONG
+            packet = decode(sock.recv_multipart())
+            if packet.seq == 10**9:
+                break
+        assert packet.message.role == target
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def test_garbage_client_keys_are_refused_without_crashing_the_party(roles):
+    """Concrete aborts the process on a malformed secret key: the party checks the layout first."""
+    from protocol.messages import ClientKey
+    ctx = zmq.Context()
+    sock = make_socket(ctx, zmq.DEALER, "user:43")
+    Curve.load("user", roles.keys_dir).client("bank")(sock)
+    sock.connect(roles.endpoints["bank"])
+    try:
+        for blobs in ((b"",) * 3, (b"\x00" * 16455, b"\x01" * 6239, b"\x02" * 16455), (os.urandom(99),) * 3):
+            sock.send_multipart(encode(ClientKey("k", blobs), 1))
+            assert sock.poll(10_000)
+            reply = decode(sock.recv_multipart()).message
+            assert reply.code == "MALFORMED" and "not a serialized LWE secret key" in reply.reason
+        assert roles.procs["bank"].exit_code() is None
+    finally:
+        sock.close(linger=0)
+        ctx.term()

@@ -26,8 +26,10 @@ class Evaluator(Node):
 
     def __init__(self, deployment: Deployment, endpoint: str, workdir: Path, control: str | None = None,
                  simulate: bool = False, max_sessions: int = 20, max_keys: int = 20, workers: int = 0,
-                 worker_threads: int = 0, capture_dir: Path | None = None, curve=None):
-        super().__init__("evaluator", control, capture_dir=capture_dir, poll_ms=5, curve=curve)
+                 worker_threads: int = 0, capture_dir: Path | None = None, curve=None,
+                 exit_with_parent: bool = False):
+        super().__init__("evaluator", control, capture_dir=capture_dir, poll_ms=5, curve=curve,
+                         exit_with_parent=exit_with_parent)
         self.simulate = simulate
         self.store = SessionStore(workdir, PARTIES, max_sessions, max_keys)
         self.waiters: list[tuple[bytes, int, str, str, float]] = []  # parked GET_OUTPUT requests

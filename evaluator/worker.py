@@ -36,8 +36,9 @@ def main(endpoint, deployment, fhe, keys_dir):
         Curve.load("evaluator", keys_dir).client("evaluator")(sock)
     sock.connect(endpoint)
     sock.send_multipart(encode(Ready("worker", os.getpid(), {}), 0))
+    parent = os.getppid()
     try:
-        while not stop:
+        while not stop and os.getppid() == parent:  # a worker never outlives its evaluator
             if not sock.poll(200, zmq.POLLIN):
                 continue
             try:

@@ -40,7 +40,7 @@ class FeatureParty(Node):
 
     def __init__(self, party: str, settings: RoleSettings):
         super().__init__(party, settings.control, capture_dir=settings.capture_dir,
-                         curve=curve_for(party, settings))
+                         curve=curve_for(party, settings), exit_with_parent=settings.exit_with_parent)
         self.party = party
         self.settings = settings
         self.simulate = settings.fhe == "simulate"

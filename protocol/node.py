@@ -27,8 +27,9 @@ class Node:
     """
 
     def __init__(self, role: str, control: str | None = None, poll_ms: int = 50,
-                 capture_dir: Path | None = None, curve=None):
+                 capture_dir: Path | None = None, curve=None, exit_with_parent: bool = False):
         self.role = role
+        self.parent = os.getppid() if exit_with_parent else None
         self.curve = curve
         self.capture_dir = Path(capture_dir) if capture_dir else None
         self._captured = 0
@@ -71,7 +72,8 @@ class Node:
     def connect_peer(self, name: str, endpoint: str, setup=None) -> PeerClient:
         if setup is None and self.curve is not None:
             setup = self.curve.client(name)
-        peer = PeerClient(self.ctx, name, endpoint, self.identity, self.traffic, setup)
+        peer = PeerClient(self.ctx, name, endpoint, self.identity, self.traffic, setup,
+                          should_stop=lambda: self.stopping)
         self.peers[name] = peer
         return peer
 
@@ -163,6 +165,9 @@ class Node:
                 reply, seq = self._reply_for(handler, sender, frames)
                 if reply is not None:
                     self.send_reply(sock, identity, reply, seq)
+        if self.parent is not None and os.getppid() != self.parent:
+            log.warning("%s: the process that started it exited; shutting down", self.role)
+            self.stopping = True
         if self.control is not None and self.control in events:
             frames = self.control.recv_multipart()
             reply, seq = self._reply_for(self._control_handler, "runner", frames)

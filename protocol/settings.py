@@ -33,6 +33,7 @@ class RoleSettings:
     capture_dir: str | None = None
     keys_dir: str | None = None
     insecure: bool = False
+    exit_with_parent: bool = False
     log_level: str = "INFO"
 
 
@@ -41,6 +42,7 @@ HELP = {
     "keys_dir": "Directory with <role>.key public keys of every trusted role and this role's "
                 "<role>.key_secret (CurveZMQ; see `run_scenario.py keys`).",
     "insecure": "Run without CurveZMQ authentication and encryption (refused otherwise without --keys-dir).",
+    "exit_with_parent": "Shut down when the process that started this one exits (the runner sets it).",
 }
 
 

@@ -75,8 +75,9 @@ class PeerClient:
     _seq = itertools.count(1)
 
     def __init__(self, ctx: zmq.Context, name: str, endpoint: str, identity: str,
-                 traffic: TrafficLog, setup=None):
+                 traffic: TrafficLog, setup=None, should_stop=lambda: False):
         self.name, self.endpoint, self.traffic = name, endpoint, traffic
+        self.should_stop = should_stop  # a signal arrived: give up waiting at once
         self.socket = make_socket(ctx, zmq.DEALER, identity)
         if setup is not None:
             setup(self.socket)
@@ -97,8 +98,10 @@ class PeerClient:
         """Wait for the reply to request `seq` (sent earlier with `send`)."""
         deadline = time.monotonic() + timeout
         while True:
+            if self.should_stop():
+                raise ProtocolError(f"shutting down while waiting for {self.name} to answer {what}")
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.socket.poll(int(remaining * 1000) + 1, zmq.POLLIN):
+            if remaining <= 0 or not self.socket.poll(int(min(remaining, 0.2) * 1000) + 1, zmq.POLLIN):
                 if time.monotonic() >= deadline:
                     raise PeerTimeout(f"{self.name} did not answer {what} within {timeout:.1f} s")
                 continue

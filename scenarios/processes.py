@@ -101,6 +101,7 @@ class ProcessSet:
         if self.deployment:
             args += ["--deployment", str(self.deployment)]
         args += ["--keys-dir", str(self.keys_dir)] if self.keys_dir else ["--insecure"]
+        args += ["--exit-with-parent"]  # a runner that dies (even by SIGKILL) leaves no role behind
         return args + self.extra_args.get(role, [])
 
     def start(self, timeout: float, roles: tuple[str, ...] = ROLES) -> dict[str, int]:

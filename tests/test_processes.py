@@ -146,3 +146,31 @@ def test_a_hung_role_hits_the_deadline(start_roles, alice):
         assert err.value.role == "bank" and "within 2 s" in err.value.reason
     finally:
         os.kill(procs.procs["bank"].popen.pid, signal.SIGCONT)
+
+
+def test_roles_and_workers_do_not_outlive_a_killed_runner(tmp_path):
+    """The runner is SIGKILLed (no clean-up at all): every role, and the evaluator's workers, exit."""
+    import subprocess
+    import sys
+    code = (
+        "import sys, time; from pathlib import Path; from scenarios.processes import ProcessSet\n"
+        "p = ProcessSet(Path(sys.argv[1]), 'ipc', 'simulate', None, {'evaluator': ['--workers', '1']})\n"
+        "pids = p.start(180); print(' '.join(map(str, pids.values())), flush=True); time.sleep(600)\n")
+    runner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(x) for x in runner.stdout.readline().split()]
+        assert len(pids) == 4
+        workers = [int(p) for p in subprocess.run(["pgrep", "-f", "evaluator.worker.*" + str(tmp_path)],
+                                                  capture_output=True, text=True).stdout.split()]
+        assert len(workers) == 1
+        runner.kill()
+        runner.wait(10)
+        deadline = time.monotonic() + 20
+        alive = lambda: [p for p in pids + workers if os.path.exists(f"/proc/{p}") and  # noqa: E731
+                         "Z" not in open(f"/proc/{p}/stat").read().split(")")[1][:3]]
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert alive() == []
+    finally:
+        if runner.poll() is None:
+            runner.kill()

@@ -156,6 +156,30 @@ def load(sessions, json_path):
                                    f"{summary['failed']}")
 
 
+@cli.command()
+@click.option("--role", type=click.Choice(["evaluator", "bank", "agency"]), required=True)
+@click.option("--endpoint", required=True, help="Where the implementation under test listens.")
+@click.option("--server-key", default=None, help="Its CURVE public key (Z85); default: <role>.key in --keys-dir.")
+@click.option("--keys-dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="CURVE keys of the roles the checks speak as (user, bank, agency); omit for an --insecure target.")
+@click.option("--fhe", type=click.Choice(["execute", "simulate"]), default="execute",
+              help="How the evaluator under test runs (decides what the legal sequence expects).")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Deadline of every reply, seconds.")
+def conformance(role, endpoint, server_key, keys_dir, fhe, timeout):
+    """Check any implementation of a serving role against the protocol; one line per check."""
+    from protocol.conformance import run_conformance
+
+    def report(result):
+        click.echo(f"{'PASS' if result.ok else 'FAIL'}  {result.name}" + (f": {result.detail}" if result.detail else ""))
+
+    results = run_conformance(role, endpoint, keys_dir, server_key.encode() if server_key else None,
+                              fhe, timeout, report)
+    failed = sum(not r.ok for r in results)
+    click.echo(f"{len(results) - failed} passed, {failed} failed")
+    if failed:
+        sys.exit(1)
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

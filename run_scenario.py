@@ -75,6 +75,8 @@ def run(scenario_files, report_json, report_md, fhe, strategy, transport, deploy
                 click.secho(f"  FAILED {failure}", fg="red")
         click.echo(summary_table(report))
         verdict = "PASSED" if report.passed else f"FAILED{': ' + report.fatal if report.fatal else ''}"
+        if report.passed and report.failure is not None:
+            verdict += f" (failed as expected: {report.failure['role']} at {report.failure['step']})"
         click.secho(f"scenario {scenario.name}: {verdict} in {report.duration_s:.1f} s",
                     fg="green" if report.passed else "red", bold=True)
     if report_json:

@@ -27,11 +27,14 @@ class Evaluator(Node):
     def __init__(self, deployment: Deployment, endpoint: str, workdir: Path, control: str | None = None,
                  simulate: bool = False, max_sessions: int = 20, max_keys: int = 20, workers: int = 0,
                  worker_threads: int = 0, capture_dir: Path | None = None, curve=None,
-                 exit_with_parent: bool = False):
+                 exit_with_parent: bool = False, faults: str | None = None):
         super().__init__("evaluator", control, capture_dir=capture_dir, poll_ms=5, curve=curve,
-                         exit_with_parent=exit_with_parent)
+                         exit_with_parent=exit_with_parent, faults=faults)
         self.simulate = simulate
         self.store = SessionStore(workdir, PARTIES, max_sessions, max_keys)
+        if self.store.recovered:
+            log.info("evaluator: recovered %d session(s) and %d key(s) from %s",
+                     self.store.recovered, len(self.store.keys), workdir)
         self.waiters: list[tuple[bytes, int, str, str, float]] = []  # parked GET_OUTPUT requests
         if workers > 0:
             self.runner = WorkerPool(self, f"ipc://{Path(workdir).resolve()}/workers.ipc", workers,

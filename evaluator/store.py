@@ -67,6 +67,32 @@ class SessionStore:
         self._order = 0
         (self.root / "sessions").mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.root / "keys").mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.recovered = self._recover()
+
+    def _recover(self) -> int:
+        """Reload keys and sessions a previous evaluator process wrote (files are written atomically,
+        so a file that exists is whole); a run that was in flight is simply not there: ask again."""
+        for path in sorted((self.root / "keys").glob("*.evk"), key=lambda p: p.stat().st_mtime):
+            self.keys[path.stem] = path
+        found = []
+        for directory in (self.root / "sessions").iterdir():
+            try:
+                meta = json.loads((directory / "meta.json").read_text())
+            except (OSError, ValueError):
+                continue
+            found.append((int(meta["order"]), directory, meta["key_id"]))
+        for order, directory, key_id in sorted(found):
+            session = Session(directory.name, key_id, order, directory, self.parties)
+            for path in directory.glob("input__*__*.bin"):
+                _, party, variant = path.stem.split("__")
+                session.inputs[(party, variant)] = path
+            for path in directory.glob("output__*.bin"):
+                session.outputs[path.stem.split("__", 1)[1]] = path
+            if not session.missing():
+                session.machine.fire(Event.INPUT_COMPLETE)
+            self.sessions[session.session_id] = session
+            self._order = max(self._order, order)
+        return len(found)
 
     # --- keys -----------------------------------------------------------------------------
     def put_key(self, key_id: str, blob: bytes) -> list[str]:

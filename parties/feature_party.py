@@ -9,7 +9,7 @@ import numpy as np
 
 from credit_model.deployment import Deployment, load_deployment
 from credit_model.schema import InputValidationError
-from protocol.errors import ErrorCode, IllegalState, ProtocolError
+from protocol.errors import ErrorCode, IllegalState, ProtocolError, RemoteError
 from protocol.messages import Ack, ClientKey, Input
 from protocol.node import Node
 from protocol.settings import RoleSettings, curve_for
@@ -40,7 +40,8 @@ class FeatureParty(Node):
 
     def __init__(self, party: str, settings: RoleSettings):
         super().__init__(party, settings.control, capture_dir=settings.capture_dir,
-                         curve=curve_for(party, settings), exit_with_parent=settings.exit_with_parent)
+                         curve=curve_for(party, settings), exit_with_parent=settings.exit_with_parent,
+                         faults=settings.fault)
         self.party = party
         self.settings = settings
         self.simulate = settings.fhe == "simulate"
@@ -89,8 +90,14 @@ class FeatureParty(Node):
         t0 = time.perf_counter()
         ciphertext = self.encrypt(key_id, features)
         t1 = time.perf_counter()
-        ack = self.evaluator.request(Input(session_id, key_id, self.party, variant, ciphertext),
-                                     self.settings.request_timeout)
+        message = Input(session_id, key_id, self.party, variant, ciphertext)
+        try:
+            ack = self.evaluator.request(message, self.settings.request_timeout)
+        except RemoteError as exc:  # damaged on the way: the evaluator refused it, send it once more
+            if exc.code is not ErrorCode.BAD_CIPHERTEXT:
+                raise
+            log.warning("%s: the evaluator refused our ciphertext (%s); resending once", self.party, exc.reason)
+            ack = self.evaluator.request(message, self.settings.request_timeout)
         return {"bytes": len(ciphertext), "encrypt_s": round(t1 - t0, 4),
                 "send_s": round(time.perf_counter() - t1, 4), "preview": ciphertext[:16].hex(),
                 "evaluator_state": ack.message.detail.get("state")}

@@ -38,7 +38,8 @@ class User(Node):
 
     def __init__(self, settings: RoleSettings):
         super().__init__("user", settings.control, capture_dir=settings.capture_dir,
-                         curve=curve_for("user", settings), exit_with_parent=settings.exit_with_parent)
+                         curve=curve_for("user", settings), exit_with_parent=settings.exit_with_parent,
+                         faults=settings.fault)
         self.settings = settings
         self.simulate = settings.fhe == "simulate"
         self.deployment = load_deployment(settings.deployment)

@@ -12,7 +12,7 @@ import zmq
 
 from .errors import ErrorCode, IllegalState, ProtocolError, RemoteError
 from .messages import Command, Error, Message, Ping, Pong, Ready, Result, Shutdown, decode, encode
-from .transport import PeerClient, TrafficLog, make_socket, role_of
+from .transport import FaultPlan, PeerClient, TrafficLog, make_socket, role_of
 
 Handler = Callable[[str, object], Message]
 log = logging.getLogger("fhe_credit_sim")
@@ -27,8 +27,10 @@ class Node:
     """
 
     def __init__(self, role: str, control: str | None = None, poll_ms: int = 50,
-                 capture_dir: Path | None = None, curve=None, exit_with_parent: bool = False):
+                 capture_dir: Path | None = None, curve=None, exit_with_parent: bool = False,
+                 faults: str | None = None):
         self.role = role
+        self.faults = FaultPlan(faults.split(",")) if faults else None
         self.parent = os.getppid() if exit_with_parent else None
         self.curve = curve
         self.capture_dir = Path(capture_dir) if capture_dir else None
@@ -74,6 +76,7 @@ class Node:
             setup = self.curve.client(name)
         peer = PeerClient(self.ctx, name, endpoint, self.identity, self.traffic, setup,
                           should_stop=lambda: self.stopping)
+        peer.faults = self.faults
         self.peers[name] = peer
         return peer
 
@@ -148,11 +151,12 @@ class Node:
     def send_reply(self, sock: zmq.Socket, identity: bytes, reply: Message, seq: int) -> None:
         """Answer a peer on a ROUTER (now, or later for a request a handler deferred by returning None)."""
         out = encode(reply, seq)
-        self.traffic.add(role_of(identity), out)
-        try:
-            sock.send_multipart([identity] + out)
-        except zmq.ZMQError:
-            log.warning("%s: peer %s went away before its reply", self.role, role_of(identity))
+        for copy in self.faults.apply(reply.TYPE.value, out) if self.faults else [out]:
+            self.traffic.add(role_of(identity), copy)
+            try:
+                sock.send_multipart([identity] + copy)
+            except zmq.ZMQError:
+                log.warning("%s: peer %s went away before its reply", self.role, role_of(identity))
 
     def poll_once(self) -> None:
         events = dict(self.poller.poll(self.poll_ms))

@@ -34,6 +34,7 @@ class RoleSettings:
     keys_dir: str | None = None
     insecure: bool = False
     exit_with_parent: bool = False
+    fault: str | None = None
     log_level: str = "INFO"
 
 
@@ -43,6 +44,8 @@ HELP = {
                 "<role>.key_secret (CurveZMQ; see `run_scenario.py keys`).",
     "insecure": "Run without CurveZMQ authentication and encryption (refused otherwise without --keys-dir).",
     "exit_with_parent": "Shut down when the process that started this one exits (the runner sets it).",
+    "fault": "Inject message faults, comma-separated KIND:TYPE:COUNT[:SECONDS] (drop, delay, duplicate, "
+             "corrupt), e.g. corrupt:INPUT:1. For tests and fault scenarios only.",
 }
 
 

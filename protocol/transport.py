@@ -64,6 +64,40 @@ class TrafficLog:
         return [asdict(r) for r in records]
 
 
+class FaultPlan:
+    """Injected message faults: `kind:TYPE:count[:seconds]` with kind drop, delay, duplicate or corrupt.
+
+    Each applies to the next `count` messages of that type this role sends (corrupt flips every byte
+    of the binary frames; delay sleeps before sending). Used by scenarios that test recovery.
+    """
+
+    KINDS = ("drop", "delay", "duplicate", "corrupt")
+
+    def __init__(self, specs: Sequence[str]):
+        self.rules = []
+        for spec in specs:
+            parts = spec.split(":")
+            if len(parts) not in (3, 4) or parts[0] not in self.KINDS or not parts[2].isdigit():
+                raise ValueError(f"fault {spec!r}: expected KIND:TYPE:COUNT[:SECONDS], KIND in {self.KINDS}")
+            self.rules.append([parts[0], parts[1], int(parts[2]), float(parts[3]) if len(parts) == 4 else 0.0])
+
+    def apply(self, type_name: str, frames: list[bytes]) -> list[list[bytes]]:
+        for rule in self.rules:
+            kind, target, left, seconds = rule
+            if target != type_name or left <= 0:
+                continue
+            rule[2] -= 1
+            if kind == "drop":
+                return []
+            if kind == "delay":
+                time.sleep(seconds)
+            if kind == "duplicate":
+                return [frames, frames]
+            if kind == "corrupt":
+                return [frames[:3] + [bytes(b ^ 0xFF for b in blob) for blob in frames[3:]]]
+        return [frames]
+
+
 def role_of(identity: bytes) -> str:
     """Socket identities are "role:pid"; the role is what logs and reports name."""
     return identity.decode("utf-8", "replace").split(":", 1)[0]
@@ -83,11 +117,15 @@ class PeerClient:
             setup(self.socket)
         self.socket.connect(endpoint)
 
+    faults = None  # a FaultPlan (fault injection for tests and scenarios), shared by the role's peers
+
     def send(self, message: Message) -> int:
         seq = next(self._seq)
         frames = encode(message, seq)
-        self.traffic.add(self.name, frames)
-        self.socket.send_multipart(frames, copy=False)
+        copies = self.faults.apply(message.TYPE.value, frames) if self.faults else [frames]
+        for out in copies:
+            self.traffic.add(self.name, out)
+            self.socket.send_multipart(out, copy=False)
         return seq
 
     def request(self, message: Message, timeout: float) -> Packet:

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,13 @@ class RoleProcess:
             return ""
 
 
+def _signal_quietly(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 class ProcessSet:
     """The four role processes of one run, and the runner's control ROUTER they connect to."""
 
@@ -109,7 +117,7 @@ class ProcessSet:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
         for role in roles if not self.attach else ():
             log_path = self.run_dir / f"{role}.log"
-            with open(log_path, "wb") as log_file:
+            with open(log_path, "ab") as log_file:  # a restarted role appends to its log
                 popen = subprocess.Popen(self.command_line(role), cwd=PROJECT_ROOT, env=env,
                                          stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             self.procs[role] = RoleProcess(role, popen, log_path)
@@ -132,6 +140,28 @@ class ProcessSet:
                     self.procs[packet.message.role].identity = identity
                     self.procs[packet.message.role].pid = packet.message.pid
         return self.pids()
+
+    def kill(self, role: str) -> None:
+        """SIGKILL a role (fault injection); it stays dead unless restarted."""
+        proc = self.procs[role]
+        proc.popen.kill()
+        proc.popen.wait(10)
+
+    def restart(self, role: str, timeout: float) -> int:
+        """Start a role again with the same arguments (and work directory); wait for its READY."""
+        if self.procs[role].exit_code() is None:
+            self.kill(role)
+        del self.procs[role]
+        self.start(timeout, (role,))
+        return self.procs[role].popen.pid
+
+    def cut_off(self, role: str, seconds: float) -> None:
+        """Freeze a role (SIGSTOP) for `seconds`, then let it go on (SIGCONT): a role cut off the network."""
+        pid = self.procs[role].popen.pid
+        os.kill(pid, signal.SIGSTOP)
+        timer = threading.Timer(seconds, lambda: _signal_quietly(pid, signal.SIGCONT))
+        timer.daemon = True
+        timer.start()
 
     def pids(self) -> dict[str, int]:
         return {role: p.pid or p.popen.pid for role, p in self.procs.items()}

@@ -56,11 +56,16 @@ class RunReport:
     steps: list[StepRecord] = field(default_factory=list)
     messages: list[dict] = field(default_factory=list)
     fatal: str | None = None
+    failure: dict | None = None  # {"role", "step", "reason"} of the failure that ended the run
+    faults_applied: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     exit_codes: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
+        expected = self.scenario.expect_failure
+        if expected is not None:  # the run had to fail cleanly, naming this role and step
+            return self.failure is not None and all(self.failure[k] == expected[k] for k in ("role", "step"))
         return self.fatal is None and all(a.expectations_held for a in self.applicants)
 
 
@@ -79,8 +84,19 @@ class ScenarioRunner:
         self.deployment = deployment
         self.run_dir = run_dir
         self.progress = progress
-        self.extra_args = extra_args
         self.secure = secure
+        self.applicant_number = 0
+        self.pending_faults = [f for f in scenario.faults if f.before is not None]
+        message_faults: dict[str, list[str]] = {}
+        for fault in scenario.faults:
+            if fault.before is None:
+                message_faults.setdefault(fault.role, []).append(fault.option())
+        self.extra_args = {role: list((extra_args or {}).get(role, [])) for role in ROLES}
+        for role, options in message_faults.items():
+            self.extra_args[role] += ["--fault", ",".join(options)]
+        if scenario.request_timeout_s is not None:
+            for role in ROLES:
+                self.extra_args[role] += ["--request-timeout", str(scenario.request_timeout_s)]
         self.attach, self.keys_dir = attach, keys_dir
         self.report = RunReport(scenario, self.fhe, strategy or scenario.strategy)
         self.deadline = 0.0
@@ -116,6 +132,8 @@ class ScenarioRunner:
             except ProtocolError as exc:
                 role = getattr(exc, "role", "runner")
                 self.report.fatal = f"{role}: {exc.reason}"
+                if self.report.failure is None:
+                    self.report.failure = {"role": role, "step": "start", "reason": exc.reason}
                 self.progress(f"FATAL {self.report.fatal}")
             finally:
                 self.report.exit_codes = procs.stop()
@@ -130,13 +148,35 @@ class ScenarioRunner:
                              if step.started <= m["t"] <= step.ended and m["receiver"] != "runner"
                              and m["sender"] != "runner")
 
+    def _inject(self, procs: ProcessSet, call: str) -> None:
+        """Apply the scenario's process faults due just before this call of this applicant."""
+        for fault in [f for f in self.pending_faults if (f.applicant, f.before) == (self.applicant_number, call)]:
+            self.pending_faults.remove(fault)
+            text = f"{fault.action} {fault.role} before {call} of applicant {fault.applicant}"
+            self.progress(f"FAULT {text}")
+            self.report.faults_applied.append(text)
+            if fault.action == "kill":
+                procs.kill(fault.role)
+            elif fault.action == "restart":
+                pid = procs.restart(fault.role, min(START_TIMEOUT, self.remaining()))
+                self.report.processes[f"{fault.role} (restarted)"] = pid
+            else:
+                procs.cut_off(fault.role, fault.seconds)
+
     def _call(self, procs: ProcessSet, app: ApplicantReport, name: str, role: str, action: str,
               params: dict) -> dict:
+        call = f"{action}:{role}" if action == "encrypt" else action
+        self._inject(procs, call)
         t0, wall0 = time.perf_counter(), time.time()
         try:
-            result = procs.command(role, action, params, min(COMMAND_TIMEOUT, self.remaining()))
+            result = procs.command(role, action, params,
+                                   min(COMMAND_TIMEOUT, self.scenario.command_timeout_s, self.remaining()))
             ok = True
             return result
+        except RoleFailure as exc:
+            ok, result = False, {}
+            self.report.failure = {"role": exc.role, "step": call, "reason": exc.reason}
+            raise
         except ProtocolError:
             ok, result = False, {}
             raise
@@ -147,6 +187,7 @@ class ScenarioRunner:
             self.progress(f"[{app.session_id}] {name:<18} {role:<9} {seconds:7.2f} s {'ok' if ok else 'error'}")
 
     def run_applicant(self, procs: ProcessSet, applicant: Applicant, session_id: str) -> None:
+        self.applicant_number += 1
         app = ApplicantReport(applicant.name, session_id)
         self.report.applicants.append(app)
         for index, step in enumerate(applicant.steps):

@@ -12,6 +12,9 @@ import yaml
 from credit_model.explainability import STRATEGIES
 from credit_model.schema import InputValidationError, PARTIES, YEARS_EMPLOYED_BINS, validate_record
 from protocol.errors import ErrorCode
+from protocol.messages import MessageType
+
+MESSAGE_TYPES = tuple(t.value for t in MessageType)
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 OUTCOMES = ("approved_at_own_bin", "bin_found", "no_bin_helps", "at_last_bin")
@@ -56,6 +59,30 @@ class Applicant:
     steps: tuple[Step, ...]
 
 
+PROCESS_FAULTS = ("kill", "restart", "cut_off")
+MESSAGE_FAULTS = ("drop", "delay", "duplicate", "corrupt")
+CALLS = ("prepare", "encrypt:bank", "encrypt:agency", "predict", "explain")
+ROLES = ("evaluator", "user", "bank", "agency")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """kill / restart / cut_off a role just before a runner call of an applicant, or make a role
+    drop / delay / duplicate / corrupt the next `count` messages of a type it sends."""
+
+    action: str
+    role: str
+    before: str | None = None
+    applicant: int = 1
+    message: str | None = None
+    count: int = 1
+    seconds: float = 0.0
+
+    def option(self) -> str:
+        """The role's --fault value for a message fault."""
+        return f"{self.action}:{self.message}:{self.count}:{self.seconds}"
+
+
 @dataclass(frozen=True)
 class Scenario:
     path: str
@@ -66,6 +93,10 @@ class Scenario:
     transport: str = "ipc"
     strategy: str = "linear"
     deadline_s: float = 900.0
+    command_timeout_s: float = 600.0
+    request_timeout_s: float | None = None
+    faults: tuple[Fault, ...] = ()
+    expect_failure: dict | None = None  # {"role": ..., "step": ...}: the run must fail cleanly so
 
 
 class _Checker:
@@ -92,6 +123,11 @@ class _Checker:
         if value not in allowed:
             self.fail(where, f"expected one of {list(allowed)}, got {value!r}")
         return value
+
+    def seconds(self, value, where: str, minimum: float = 1.0, maximum: float = 86400.0) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value <= maximum:
+            self.fail(where, f"expected seconds from {minimum:g} to {maximum:g}, got {value!r}")
+        return float(value)
 
     def text(self, value, where: str, pattern: re.Pattern | None = None, limit: int = 2000) -> str:
         if not isinstance(value, str) or len(value) > limit or (pattern and not pattern.match(value)):
@@ -151,12 +187,13 @@ def parse_scenario(text: str, path: Path | str) -> Scenario:
     except yaml.YAMLError as exc:
         raise ScenarioError(path, "file", f"valid YAML expected ({exc})") from None
     raw = c.mapping(raw, "", {"name", "description", "applicants"},
-                    {"fhe", "transport", "strategy", "deadline_s"})
+                    {"fhe", "transport", "strategy", "deadline_s", "command_timeout_s", "request_timeout_s",
+                     "faults", "expect_failure"})
     name = c.text(raw["name"], "name", NAME)
     description = c.text(raw["description"], "description", limit=300)
-    deadline = raw.get("deadline_s", 900.0)
-    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not 1 <= deadline <= 86400:
-        c.fail("deadline_s", f"expected seconds from 1 to 86400, got {deadline!r}")
+    deadline = c.seconds(raw.get("deadline_s", 900.0), "deadline_s")
+    command_timeout = c.seconds(raw.get("command_timeout_s", 600.0), "command_timeout_s")
+    request_timeout = c.seconds(raw["request_timeout_s"], "request_timeout_s") if "request_timeout_s" in raw else None
     applicants_raw = raw["applicants"]
     if not isinstance(applicants_raw, list) or not 1 <= len(applicants_raw) <= MAX_APPLICANTS:
         c.fail("applicants", f"expected a list of 1 to {MAX_APPLICANTS} applicants")
@@ -180,8 +217,45 @@ def parse_scenario(text: str, path: Path | str) -> Scenario:
         fhe=c.choice(raw.get("fhe", "execute"), "fhe", ("execute", "simulate")),
         transport=c.choice(raw.get("transport", "ipc"), "transport", ("ipc", "tcp")),
         strategy=c.choice(raw.get("strategy", "linear"), "strategy", STRATEGIES),
-        deadline_s=float(deadline),
+        deadline_s=deadline, command_timeout_s=command_timeout, request_timeout_s=request_timeout,
+        faults=_faults(c, raw.get("faults", []), len(applicants)),
+        expect_failure=_expect_failure(c, raw.get("expect_failure")),
     )
+
+
+def _faults(c: _Checker, raw, applicants: int) -> tuple[Fault, ...]:
+    if not isinstance(raw, list) or len(raw) > 20:
+        c.fail("faults", "expected a list of at most 20 faults")
+    faults = []
+    for i, entry in enumerate(raw):
+        where = f"faults[{i}]"
+        entry = c.mapping(entry, where, {"action", "role"}, {"before", "applicant", "message", "count", "seconds"})
+        action = c.choice(entry["action"], f"{where}.action", PROCESS_FAULTS + MESSAGE_FAULTS)
+        role = c.choice(entry["role"], f"{where}.role", ROLES)
+        if action in PROCESS_FAULTS:
+            before = c.choice(entry.get("before"), f"{where}.before", CALLS)
+            if "message" in entry:
+                c.fail(f"{where}.message", f"only message faults ({', '.join(MESSAGE_FAULTS)}) take a message type")
+        else:
+            before = None
+            c.choice(entry.get("message"), f"{where}.message", [t for t in MESSAGE_TYPES])
+        index = entry.get("applicant", 1)
+        if isinstance(index, bool) or not isinstance(index, int) or not 1 <= index <= applicants:
+            c.fail(f"{where}.applicant", f"expected an applicant number from 1 to {applicants}")
+        count = entry.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100:
+            c.fail(f"{where}.count", "expected an integer from 1 to 100")
+        seconds = c.seconds(entry.get("seconds", 0.0), f"{where}.seconds", minimum=0.0, maximum=600)
+        faults.append(Fault(action, role, before, index, entry.get("message"), count, seconds))
+    return tuple(faults)
+
+
+def _expect_failure(c: _Checker, raw) -> dict | None:
+    if raw is None:
+        return None
+    raw = c.mapping(raw, "expect_failure", {"role", "step"}, set())
+    return {"role": c.choice(raw["role"], "expect_failure.role", ROLES),
+            "step": c.choice(raw["step"], "expect_failure.step", CALLS)}
 
 
 def load_scenario(path: Path | str) -> Scenario:

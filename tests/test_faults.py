@@ -1,0 +1,76 @@
+"""Faults declared in scenarios: the run recovers, or fails cleanly within its deadline naming role and step."""
+
+import pytest
+
+from scenarios import SCENARIO_DIR
+from scenarios.runner import ScenarioRunner
+from scenarios.spec import load_scenario
+from protocol.transport import FaultPlan
+
+
+def run(name, fhe="simulate", **kwargs):
+    return ScenarioRunner(load_scenario(SCENARIO_DIR / f"{name}.yaml"), fhe=fhe, **kwargs).run()
+
+
+def every_process_ended(report):
+    return all(code is not None for code in report.exit_codes.values())
+
+
+@pytest.mark.fhe
+@pytest.mark.slow
+def test_evaluator_killed_and_restarted_recovers_its_session_with_real_fhe(tmp_path):
+    report = run("fault_evaluator_restart", fhe="execute", run_dir=tmp_path)
+    assert report.passed and report.fatal is None
+    assert report.applicants[0].decision == "Credit card is likely to be approved ✅"
+    assert report.faults_applied == ["restart evaluator before predict of applicant 1"]
+    assert "recovered 1 session(s) and 1 key(s)" in (tmp_path / "evaluator.log").read_text()
+    assert every_process_ended(report)
+
+
+def test_bank_that_never_answers_fails_cleanly_naming_it():
+    report = run("fault_bank_never_answers")
+    assert report.passed  # because the scenario expects exactly this failure
+    assert report.failure["role"] == "bank" and report.failure["step"] == "encrypt:bank"
+    assert "within 8 s" in report.failure["reason"]
+    assert report.duration_s < 60 and every_process_ended(report)
+
+
+def test_duplicated_ciphertext_is_handled_once():
+    report = run("fault_duplicate_ciphertext")
+    assert report.passed and report.applicants[0].decision.endswith("approved ✅")
+    bank_inputs = [m for m in report.messages if m["sender"] == "bank" and m["type"] == "INPUT"]
+    assert len(bank_inputs) == 2 and bank_inputs[0]["bytes"] == bank_inputs[1]["bytes"]
+
+
+def test_corrupted_ciphertext_gets_an_error_and_the_session_goes_on_after_a_resend():
+    report = run("fault_corrupt_ciphertext")
+    assert report.passed and report.applicants[0].decision.endswith("approved ✅")
+    to_agency = [m["type"] for m in report.messages if m["sender"] == "evaluator" and m["receiver"] == "agency"]
+    assert to_agency == ["ERROR", "ACK"]
+    assert [m["type"] for m in report.messages if m["sender"] == "agency" and m["receiver"] == "evaluator"] == ["INPUT", "INPUT"]
+
+
+def test_agency_killed_during_the_explanation_fails_cleanly_naming_it():
+    report = run("fault_agency_killed_during_explain")
+    assert report.passed
+    assert report.failure["role"] == "agency" and report.failure["step"] == "explain"
+    assert "exited with code -9" in report.failure["reason"]
+    assert report.applicants[0].decision.endswith("denied ❌") and every_process_ended(report)
+
+
+def test_an_expected_failure_that_does_not_happen_fails_the_scenario(tmp_path):
+    text = (SCENARIO_DIR / "fault_duplicate_ciphertext.yaml").read_text()
+    path = tmp_path / "wrong.yaml"
+    path.write_text(text + 'expect_failure: {role: bank, step: "encrypt:bank"}\n')
+    report = ScenarioRunner(load_scenario(path), fhe="simulate").run()
+    assert report.failure is None and not report.passed
+
+
+def test_fault_plan_parsing_and_effects():
+    plan = FaultPlan(["drop:RUN:1", "duplicate:INPUT:2", "corrupt:OUTPUT:1"])
+    frames = [b"v", b"t", b"{}", b"\x00\x01"]
+    assert plan.apply("RUN", frames) == [] and plan.apply("RUN", frames) == [frames]
+    assert plan.apply("INPUT", frames) == [frames, frames]
+    assert plan.apply("OUTPUT", frames) == [[b"v", b"t", b"{}", b"\xff\xfe"]]
+    with pytest.raises(ValueError, match="KIND:TYPE:COUNT"):
+        FaultPlan(["explode:RUN:1"])

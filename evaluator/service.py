@@ -31,6 +31,9 @@ class Evaluator(Node):
         super().__init__("evaluator", control, capture_dir=capture_dir, poll_ms=5, curve=curve,
                          exit_with_parent=exit_with_parent, faults=faults)
         self.simulate = simulate
+        # A compressed evaluation key of this circuit always has this size; Concrete aborts the process
+        # when it runs with a key of another circuit, so a key of any other size is refused up front.
+        self.eval_key_bytes = deployment.manifest.get("fhe", {}).get("eval_key_bytes")
         self.store = SessionStore(workdir, PARTIES, max_sessions, max_keys)
         if self.store.recovered:
             log.info("evaluator: recovered %d session(s) and %d key(s) from %s",
@@ -65,6 +68,10 @@ class Evaluator(Node):
     def on_eval_key(self, message: EvalKey):
         from concrete import fhe
         check_id("key id", message.key_id)
+        size = len(message.evaluation_key)
+        if self.eval_key_bytes and size != self.eval_key_bytes:
+            raise ProtocolError(f"evaluation key of the wrong shape: {size} bytes, this circuit's key has "
+                                f"{self.eval_key_bytes}", ErrorCode.BAD_CIPHERTEXT)
         try:
             keys = fhe.EvaluationKeys.deserialize(message.evaluation_key)
         except Exception as exc:  # noqa: BLE001 - any failure means the key is not usable

@@ -89,3 +89,31 @@ def test_garbage_client_keys_are_refused_without_crashing_the_party(roles):
     finally:
         sock.close(linger=0)
         ctx.term()
+
+
+def test_an_evaluation_key_of_another_circuit_is_refused_and_the_evaluator_lives_on(roles):
+    """Running with another circuit's key aborts Concrete; the evaluator refuses such a key at upload."""
+    import numpy as np
+    from concrete import fhe
+    from protocol.messages import EvalKey
+
+    @fhe.compiler({"x": "encrypted"})
+    def plus_one(x):
+        return x + 1
+
+    other = plus_one.compile([np.array([[i, i]]) for i in range(8)])
+    other.keygen()
+    ctx = zmq.Context()
+    sock = make_socket(ctx, zmq.DEALER, "user:44")
+    Curve.load("user", roles.keys_dir).client("evaluator")(sock)
+    sock.connect(roles.endpoints["evaluator"])
+    try:
+        sock.send_multipart(encode(EvalKey("foreign", other.client.evaluation_keys.serialize()), 1))
+        assert sock.poll(30_000)
+        reply = decode(sock.recv_multipart()).message
+        assert reply.code == "BAD_CIPHERTEXT" and "wrong shape" in reply.reason
+        sock.send_multipart(encode(Ping(), 2))
+        assert sock.poll(10_000) and decode(sock.recv_multipart()).message.role == "evaluator"
+    finally:
+        sock.close(linger=0)
+        ctx.term()

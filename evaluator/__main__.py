@@ -13,7 +13,8 @@ from .service import Evaluator
 def _run(settings: RoleSettings) -> None:
     Evaluator(load_deployment(settings.deployment), settings.evaluator, Path(settings.workdir),
               control=settings.control, simulate=settings.fhe == "simulate",
-              max_sessions=settings.max_sessions, max_keys=settings.max_keys, workers=settings.workers,
+              max_sessions=settings.max_sessions, max_keys=settings.max_keys,
+              max_store_mb=settings.max_store_mb, workers=settings.workers,
               worker_threads=settings.worker_threads, curve=curve_for("evaluator", settings),
               exit_with_parent=settings.exit_with_parent, faults=settings.fault,
               capture_dir=Path(settings.capture_dir) if settings.capture_dir else None).serve_forever()

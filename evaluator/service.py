@@ -25,7 +25,8 @@ class Evaluator(Node):
     """Never holds a client key or a plaintext feature: only evaluation keys and ciphertexts."""
 
     def __init__(self, deployment: Deployment, endpoint: str, workdir: Path, control: str | None = None,
-                 simulate: bool = False, max_sessions: int = 20, max_keys: int = 20, workers: int = 0,
+                 simulate: bool = False, max_sessions: int = 20, max_keys: int = 20, max_store_mb: int = 4096,
+                 workers: int = 0,
                  worker_threads: int = 0, capture_dir: Path | None = None, curve=None,
                  exit_with_parent: bool = False, faults: str | None = None):
         super().__init__("evaluator", control, capture_dir=capture_dir, poll_ms=5, curve=curve,
@@ -34,7 +35,7 @@ class Evaluator(Node):
         # A compressed evaluation key of this circuit always has this size; Concrete aborts the process
         # when it runs with a key of another circuit, so a key of any other size is refused up front.
         self.eval_key_bytes = deployment.manifest.get("fhe", {}).get("eval_key_bytes")
-        self.store = SessionStore(workdir, PARTIES, max_sessions, max_keys)
+        self.store = SessionStore(workdir, PARTIES, max_sessions, max_keys, max_store_mb * 2**20)
         if self.store.recovered:
             log.info("evaluator: recovered %d session(s) and %d key(s) from %s",
                      self.store.recovered, len(self.store.keys), workdir)

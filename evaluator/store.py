@@ -56,12 +56,14 @@ class Session:
 
 
 class SessionStore:
-    """At most `max_sessions` sessions (the oldest is evicted with all its files) and `max_keys` keys."""
+    """At most `max_sessions` sessions (the oldest is evicted with all its files), `max_keys` keys,
+    and `max_bytes` on disk (oldest idle sessions go first, then the oldest keys)."""
 
-    def __init__(self, root: Path, parties: tuple[str, ...], max_sessions: int = 20, max_keys: int = 20):
+    def __init__(self, root: Path, parties: tuple[str, ...], max_sessions: int = 20, max_keys: int = 20,
+                 max_bytes: int | None = None):
         self.root = Path(root)
         self.parties = parties
-        self.max_sessions, self.max_keys = max_sessions, max_keys
+        self.max_sessions, self.max_keys, self.max_bytes = max_sessions, max_keys, max_bytes
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.keys: OrderedDict[str, Path] = OrderedDict()
         self._order = 0
@@ -107,7 +109,22 @@ class SessionStore:
             old, old_path = self.keys.popitem(last=False)
             old_path.unlink(missing_ok=True)
             evicted.append(old)
+        self.enforce_bytes(keep=key_id)
         return evicted
+
+    def enforce_bytes(self, keep: str | None = None) -> None:
+        """Evict the oldest idle sessions, then the oldest keys, while the store is over max_bytes."""
+        if self.max_bytes is None:
+            return
+        while self.bytes_on_disk() > self.max_bytes:
+            victim = next((s for s, v in self.sessions.items() if v.running is None and s != keep), None)
+            if victim is not None:
+                shutil.rmtree(self.sessions.pop(victim).directory, ignore_errors=True)
+                continue
+            key = next((k for k in self.keys if k != keep), None)
+            if key is None:
+                return
+            self.keys.pop(key).unlink(missing_ok=True)
 
     def key_path(self, key_id: str) -> Path | None:
         return self.keys.get(key_id)
@@ -156,6 +173,7 @@ class SessionStore:
         write_private(path, blob)
         session.inputs[(party, variant)] = path
         session.machine.fire(event)
+        self.enforce_bytes(keep=session.session_id)
 
     def bytes_on_disk(self) -> int:
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())

@@ -28,6 +28,7 @@ class RoleSettings:
     run_timeout: float = 300.0
     max_sessions: int = 20
     max_keys: int = 20
+    max_store_mb: int = 4096
     workers: int = 0
     worker_threads: int = 0
     capture_dir: str | None = None

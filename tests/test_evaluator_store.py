@@ -66,3 +66,28 @@ def test_hostile_ids_and_illegal_states(store):
     with pytest.raises(IllegalState, match="RUNNING"):
         store.add_input(s, "agency", "y1", b"x")
     assert ("agency", "y1") not in s.inputs
+
+
+def test_store_is_bounded_in_bytes_too(tmp_path):
+    store = SessionStore(tmp_path / "ev", PARTIES, max_sessions=50, max_keys=50, max_bytes=5000)
+    store.put_key("k", b"k" * 1000)
+    for i in range(6):
+        s = store.open(f"s-{i}", "k")
+        store.add_input(s, "user", "base", b"x" * 1000)
+        assert store.bytes_on_disk() <= 5000
+    assert list(store.sessions)[-1] == "s-5" and "s-0" not in store.sessions
+    assert not (tmp_path / "ev" / "sessions" / "s-0").exists()
+    store.put_key("big", b"b" * 4000)  # pushes out sessions first, then older keys
+    assert store.bytes_on_disk() <= 5000 and store.key_path("big") is not None
+
+
+def test_a_restarted_store_recovers_keys_and_sessions(tmp_path):
+    first = SessionStore(tmp_path / "ev", PARTIES)
+    first.put_key("k", b"key")
+    s = first.open("a-1", "k")
+    for party in PARTIES:
+        first.add_input(s, party, "base", party.encode())
+    again = SessionStore(tmp_path / "ev", PARTIES)
+    assert again.recovered == 1 and again.key_path("k").read_bytes() == b"key"
+    restored = again.get("a-1")
+    assert restored.machine.state is SessionState.READY and restored.inputs[("bank", "base")].read_bytes() == b"bank"

@@ -67,6 +67,10 @@ def test_an_expected_failure_that_does_not_happen_fails_the_scenario(tmp_path):
 
 
 def test_fault_plan_parsing_and_effects():
+    import time
+    delayed = FaultPlan(["delay:ACK:1:0.3"])
+    t0 = time.monotonic()
+    assert delayed.apply("ACK", [b"x"]) == [[b"x"]] and time.monotonic() - t0 >= 0.3
     plan = FaultPlan(["drop:RUN:1", "duplicate:INPUT:2", "corrupt:OUTPUT:1"])
     frames = [b"v", b"t", b"{}", b"\x00\x01"]
     assert plan.apply("RUN", frames) == [] and plan.apply("RUN", frames) == [frames]

@@ -31,7 +31,7 @@ messages = st.tuples(st.one_of(st.just(PROTOCOL_VERSION), st.binary(max_size=8))
 @pytest.fixture(scope="module")
 def roles(tmp_path_factory):
     procs = ProcessSet(tmp_path_factory.mktemp("fuzz"), "ipc", "execute", None)
-    procs.start(180, ("evaluator", "bank", "agency"))
+    procs.start(180, ("evaluator", "user", "bank", "agency"))
     yield procs
     procs.stop()
 
@@ -70,6 +70,30 @@ def test_live_roles_survive_fuzzing(roles, target):
     finally:
         sock.close(linger=0)
         ctx.term()
+
+
+def test_the_user_survives_fuzzing_on_its_control_channel(roles):
+    """The user listens to no one but the runner: fuzz it through the runner's own control socket."""
+    identity = roles.procs["user"].identity
+    outcome = {"sent": 0, "hangs": 0}
+
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(message=messages)
+    def one(message):
+        version, type_name, header, blobs = message
+        if type_name == b"SHUTDOWN":
+            return  # a legal way to end the role, not an attack
+        roles.control.send_multipart([identity, version, type_name, header, *blobs])
+        outcome["sent"] += 1
+        if not roles.control.poll(10_000):
+            outcome["hangs"] += 1
+            return
+        roles.control.recv_multipart()
+
+    one()
+    assert outcome["sent"] >= EXAMPLES // 3 and outcome["hangs"] == 0
+    assert roles.procs["user"].exit_code() is None
+    assert roles.command("user", "status", {}, 10)["keys"] == []
 
 
 def test_garbage_client_keys_are_refused_without_crashing_the_party(roles):

@@ -84,6 +84,7 @@ def stop(procs):
         proc.wait(10)
 
 
+@pytest.mark.fhe
 @pytest.mark.slow
 def test_approved_across_namespaces_then_a_cut_link_fails_cleanly(hosts, tmp_path):
     keys = tmp_path / "keys"

@@ -219,6 +219,17 @@ def party_checks(t: Target, secure: bool) -> list[tuple[str, Callable[[], tuple[
     if secure:
         checks.append((f"a CLIENT_KEY from the {other} (not the user) gets ILLEGAL_STATE",
                        lambda: _is_error(t.ask(ClientKey("conf", (b"x",)), other), "ILLEGAL_STATE")))
+    def legal_client_key():
+        from credit_model.deployment import load_deployment
+        client = load_deployment().client()
+        client.generate_private_and_evaluation_keys()
+        reply = t.ask(ClientKey(f"conf{os.getpid()}", tuple(client.export_secret_keys())), "user")
+        ok, why = _is(reply, "ACK")
+        if ok and "key_setup_s" not in reply.detail:
+            return False, f"ACK without key_setup_s: {_show(reply)}"
+        return ok, why
+
+    checks.append(("legal sequence: the user's CLIENT_KEY (real secret keys) is acknowledged", legal_client_key))
     if t.role == "agency":
         checks.append(("CANDIDATE for a session it holds no record of gets UNKNOWN_SESSION",
                        lambda: _is_error(t.ask(Candidate("conf-none", "conf", 1, "v")), "UNKNOWN_SESSION")))

@@ -102,7 +102,10 @@ class Node:
     def _send_control(self, message: Message, seq: int) -> None:
         frames = encode(message, seq)
         self.traffic.add("runner", frames)
-        self.control.send_multipart(frames)
+        try:
+            self.control.send_multipart(frames)
+        except zmq.Again:
+            log.warning("%s: the runner cannot take %s (no connection)", self.role, message.TYPE.value)
 
     def _capture(self, sender: str, frames: list[bytes]) -> None:
         """With a capture dir, keep every raw frame received, as evidence for custody audits."""

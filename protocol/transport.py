@@ -15,6 +15,8 @@ from .messages import Error, Message, Packet, decode, encode
 
 # Backstop for any single message; per-type limits in messages.py are tighter.
 MAX_MESSAGE_BYTES = 600 * 1024 * 1024
+# A send that cannot even be queued (no connection to the peer) gives up after this long.
+SEND_TIMEOUT_MS = 30_000
 
 
 def make_socket(ctx: zmq.Context, kind: int, identity: str | None = None) -> zmq.Socket:
@@ -22,6 +24,7 @@ def make_socket(ctx: zmq.Context, kind: int, identity: str | None = None) -> zmq
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
     if identity is not None:
         sock.setsockopt(zmq.IDENTITY, identity.encode())
     if kind == zmq.ROUTER:
@@ -125,7 +128,11 @@ class PeerClient:
         copies = self.faults.apply(message.TYPE.value, frames) if self.faults else [frames]
         for out in copies:
             self.traffic.add(self.name, out)
-            self.socket.send_multipart(out, copy=False)
+            try:
+                self.socket.send_multipart(out, copy=False)
+            except zmq.Again:
+                raise PeerTimeout(f"{self.name} could not take {message.TYPE.value} within "
+                                  f"{SEND_TIMEOUT_MS / 1000:.0f} s (no connection)") from None
         return seq
 
     def request(self, message: Message, timeout: float) -> Packet:

@@ -180,7 +180,12 @@ class ProcessSet:
         seq = self._seq
         frames = encode(Command(action, params), seq)
         self.traffic.add(role, frames)
-        self.control.send_multipart([proc.identity] + frames)
+        self._check_alive(f"about to run {action}")
+        try:
+            self.control.send_multipart([proc.identity] + frames)
+        except zmq.ZMQError as exc:
+            raise RoleFailure(role, f"the {role} cannot be reached for {action!r}: {exc}",
+                              ErrorCode.TIMEOUT) from None
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive(f"running {action}")

@@ -62,7 +62,12 @@ def _dealer(ctx, procs, identity, keys=None):
 
 
 def _answer(sock, message, timeout_ms):
-    sock.send_multipart(encode(message, 7))
+    """The reply, or None when nothing came back (or the message could not even be queued)."""
+    sock.setsockopt(zmq.SNDTIMEO, timeout_ms)  # a refused handshake can leave no pipe to queue on
+    try:
+        sock.send_multipart(encode(message, 7))
+    except zmq.Again:
+        return None
     return decode(sock.recv_multipart()).message if sock.poll(timeout_ms) else None
 
 

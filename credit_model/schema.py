@@ -111,6 +111,17 @@ def years_employed_bin(years: float) -> str:
     return label
 
 
+def _show(value: Any) -> str:
+    """A short repr of a hostile value: huge ints (whose repr raises) by size, anything unprintable by type."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"{'-' if value < 0 else ''}<an integer of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except Exception:  # e.g. a list holding a huge int, or nested too deep to print
+        return f"<a {type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _check_value(party: str, feature: Feature, value: Any) -> Any:
     if value is None:
         if feature.nullable:
@@ -119,39 +130,43 @@ def _check_value(party: str, feature: Feature, value: Any) -> Any:
     if feature.kind == "bool":
         if not isinstance(value, bool):
             raise InputValidationError(
-                party, feature.name, f"expected a boolean, got {type(value).__name__} {value!r}",
+                party, feature.name, f"expected a boolean, got {type(value).__name__} {_show(value)}",
                 feature.allowed())
         return value
     if feature.kind in ("category", "ordinal"):
         if not isinstance(value, str) or value not in feature.categories:
             raise InputValidationError(
-                party, feature.name, f"unknown value {value!r}", feature.allowed())
+                party, feature.name, f"unknown value {_show(value)}", feature.allowed())
         return value
     # Numbers: bool is an int subclass in Python, and is refused here on purpose.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputValidationError(
-            party, feature.name, f"expected a number, got {type(value).__name__} {value!r}",
+            party, feature.name, f"expected a number, got {type(value).__name__} {_show(value)}",
             feature.allowed())
-    if feature.kind == "int" and not (isinstance(value, int) or float(value).is_integer()):
+    # Ints are compared exactly (float() and math.isfinite overflow on huge ones); floats may be nan or inf.
+    if feature.kind == "int" and not (isinstance(value, int) or value.is_integer()):
         raise InputValidationError(
             party, feature.name, f"expected an integer, got {value!r}", feature.allowed())
-    if not math.isfinite(value) or not feature.minimum <= value <= feature.maximum:
+    if (isinstance(value, float) and not math.isfinite(value)) or not feature.minimum <= value <= feature.maximum:
         raise InputValidationError(
-            party, feature.name, f"value {value!r} is out of range", feature.allowed())
+            party, feature.name, f"value {_show(value)} is out of range", feature.allowed())
     return int(value) if feature.kind == "int" else float(value)
 
 
 def validate_record(party: str, record: Mapping[str, Any]) -> dict[str, Any]:
     """Check one party's raw record: every field present, no unknown field, right type and range."""
-    if party not in FEATURES:
-        raise InputValidationError(party, "-", "unknown party", ", ".join(PARTIES))
+    if not isinstance(party, str) or party not in FEATURES:
+        raise InputValidationError(party if isinstance(party, str) else _show(party), "-", "unknown party",
+                                   ", ".join(PARTIES))
     if not isinstance(record, Mapping):
         raise InputValidationError(party, "-", f"expected a mapping, got {type(record).__name__}")
     expected = {f.name for f in FEATURES[party]}
-    unknown = sorted(set(record) - expected)
+    # Keys of any type (1, None, "x" together) are sorted by their text; a non-string key is named by its repr.
+    unknown = sorted(set(record) - expected, key=lambda k: (0, k) if isinstance(k, str) else (1, _show(k)))
     if unknown:
+        field = unknown[0] if isinstance(unknown[0], str) else _show(unknown[0])
         raise InputValidationError(
-            party, unknown[0], "unknown field", ", ".join(f.name for f in FEATURES[party]))
+            party, field, "unknown field", ", ".join(f.name for f in FEATURES[party]))
     clean = {}
     for feature in FEATURES[party]:
         if feature.name not in record:

@@ -6,11 +6,11 @@ import dataclasses
 import logging
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import click
-import yaml
+
+from .safe_yaml import UnsafeYamlError, load_yaml
 
 
 @dataclass(frozen=True)
@@ -50,20 +50,75 @@ HELP = {
 }
 
 
+MAX_CONFIG_BYTES = 64 * 1024
+LOG_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET")
+# Range checks beyond the type: (test, what is expected).
+RANGES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "fhe": (lambda v: v in ("execute", "simulate"), "'execute' or 'simulate'"),
+    "log_level": (lambda v: v in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
+    "request_timeout": (lambda v: 0 < v <= 1e6, "seconds, more than 0 and at most 1e6"),
+    "run_timeout": (lambda v: 0 < v <= 1e6, "seconds, more than 0 and at most 1e6"),
+    "max_sessions": (lambda v: v >= 1, "an integer of at least 1"),
+    "max_keys": (lambda v: v >= 1, "an integer of at least 1"),
+    "max_store_mb": (lambda v: v >= 1, "an integer of at least 1"),
+    "workers": (lambda v: 0 <= v <= 1024, "an integer from 0 to 1024"),
+    "worker_threads": (lambda v: 0 <= v <= 1024, "an integer from 0 to 1024"),
+}
+
+
+def check_setting(name: str, value: object) -> str | None:
+    """Why `value` does not fit the RoleSettings field `name` (its type, then its range), or None if it does."""
+    kind = str(FIELDS[name].type)
+    if value is None:
+        return None if "None" in kind else "expected a value, got null"
+    base = kind.replace("| None", "").strip()
+    if base == "bool":
+        ok, expected = isinstance(value, bool), "true or false (a boolean, not a string or number)"
+    elif base == "int":
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif base == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+        expected = "a number"
+    else:
+        ok, expected = isinstance(value, str), "a string"
+    if ok and name in RANGES:
+        ok, expected = RANGES[name][0](value), RANGES[name][1]
+    if ok:
+        return None
+    shown = repr(value) if not isinstance(value, (str, list, dict)) or len(value) <= 40 else "(long)"
+    return f"expected {expected}, got {type(value).__name__} {shown[:60]}"
+
+
 def load_settings(config: str | None, overrides: dict) -> RoleSettings:
-    """Merge a config file (optional) with explicit options; unknown keys are an error."""
+    """Merge a config file (optional) with explicit options; unknown keys and values of the wrong type or
+    range are an error naming the file (or option) and the key."""
     values: dict = {}
     if config:
-        data = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+        try:
+            with open(config, "rb") as handle:
+                raw = handle.read(MAX_CONFIG_BYTES + 1)
+            data = load_yaml(raw, str(config), max_bytes=MAX_CONFIG_BYTES)
+        except OSError as exc:
+            raise click.BadParameter(f"{config}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+        except UnsafeYamlError as exc:
+            raise click.BadParameter(f"{config}: {exc}") from None
+        data = {} if data is None else data
         if not isinstance(data, dict):
-            raise click.BadParameter(f"{config}: expected a mapping of settings")
-        unknown = sorted(set(data) - set(FIELDS))
+            raise click.BadParameter(f"{config}: expected a mapping of settings, got {type(data).__name__}")
+        unknown = [name if len(name) <= 40 else name[:37] + "..." for name in sorted(set(data) - set(FIELDS))]
         if unknown:
-            raise click.BadParameter(f"{config}: unknown settings {unknown}; known: {sorted(FIELDS)}")
+            raise click.BadParameter(f"{config}: unknown settings {unknown[:5]}; known: {sorted(FIELDS)}")
+        for name, value in data.items():
+            problem = check_setting(name, value)
+            if problem:
+                raise click.BadParameter(f"{config}: {name}: {problem}")
         values.update(data)
-    values.update({k: v for k, v in overrides.items() if v is not None and v is not False})
-    if values.get("fhe", "execute") not in ("execute", "simulate"):
-        raise click.BadParameter("fhe must be 'execute' or 'simulate'")
+    given = {k: v for k, v in overrides.items() if v is not None and v is not False}
+    for name, value in given.items():
+        problem = check_setting(name, value) if name in FIELDS else "unknown setting"
+        if problem:
+            raise click.BadParameter(f"--{name.replace('_', '-')}: {problem}")
+    values.update(given)
     return RoleSettings(**values)
 
 

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from credit_model.explainability import STRATEGIES
 from credit_model.schema import InputValidationError, PARTIES, YEARS_EMPLOYED_BINS, validate_record
 from protocol.errors import ErrorCode
 from protocol.messages import MessageType
+from protocol.safe_yaml import UnsafeYamlError, key_path, load_yaml
 
 MESSAGE_TYPES = tuple(t.value for t in MessageType)
 
@@ -110,27 +109,26 @@ class _Checker:
         """Check a mapping's keys; `where` is its path ("" for the top level of the file)."""
         if not isinstance(value, dict):
             self.fail(where or "(top level)", f"expected a mapping, got {type(value).__name__}")
-        prefix = f"{where}." if where else ""
         unknown = sorted(set(value) - required - optional, key=str)
         if unknown:
-            self.fail(f"{prefix}{unknown[0]}", f"unknown field; expected one of {sorted(required | optional)}")
+            self.fail(key_path(where, unknown[0]), f"unknown field; expected one of {sorted(required | optional)}")
         missing = sorted(required - set(value))
         if missing:
-            self.fail(f"{prefix}{missing[0]}", "required field is missing")
+            self.fail(key_path(where, missing[0]), "required field is missing")
         return value
 
     def choice(self, value, where: str, allowed) -> str:
-        if value not in allowed:
-            self.fail(where, f"expected one of {list(allowed)}, got {value!r}")
+        if not isinstance(value, str) or value not in allowed:
+            self.fail(where, f"expected one of {list(allowed)}, got {value!r:.80}")
         return value
 
     def seconds(self, value, where: str, minimum: float = 1.0, maximum: float = 86400.0) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value <= maximum:
-            self.fail(where, f"expected seconds from {minimum:g} to {maximum:g}, got {value!r}")
+            self.fail(where, f"expected seconds from {minimum:g} to {maximum:g}, got {value!r:.80}")
         return float(value)
 
     def text(self, value, where: str, pattern: re.Pattern | None = None, limit: int = 2000) -> str:
-        if not isinstance(value, str) or len(value) > limit or (pattern and not pattern.match(value)):
+        if not isinstance(value, str) or len(value) > limit or (pattern and not pattern.fullmatch(value)):
             rule = f"matching {pattern.pattern}" if pattern else f"of at most {limit} characters"
             self.fail(where, f"expected a string {rule}, got {value!r:.80}")
         return value
@@ -139,7 +137,7 @@ class _Checker:
 def _expect(c: _Checker, raw, where: str, action: str) -> Expect:
     keys = {"predict": {"decision", "keygen", "eval_key_upload"},
             "explain": {"outcome", "bin", "max_runs"}}[action] | {"message", "error", "error_mentions"}
-    raw = c.mapping(raw or {}, where, set(), keys)
+    raw = c.mapping({} if raw is None else raw, where, set(), keys)
     out: dict[str, Any] = {}
     for key, value in raw.items():
         here = f"{where}.{key}"
@@ -153,11 +151,11 @@ def _expect(c: _Checker, raw, where: str, action: str) -> Expect:
             out[key] = c.choice(value, here, [code.value for code in ErrorCode])
         elif key in ("keygen", "eval_key_upload"):
             if not isinstance(value, bool):
-                c.fail(here, f"expected true or false, got {value!r}")
+                c.fail(here, f"expected true or false, got {value!r:.80}")
             out[key] = value
         elif key == "max_runs":
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
-                c.fail(here, f"expected an integer from 0 to 100, got {value!r}")
+                c.fail(here, f"expected an integer from 0 to 100, got {value!r:.80}")
             out[key] = value
         else:
             out[key] = c.text(value, here)
@@ -173,19 +171,21 @@ def _step(c: _Checker, raw, where: str) -> Step:
             c.fail(f"{where}.strategy", "only an explain step takes a strategy")
         c.choice(strategy, f"{where}.strategy", STRATEGIES)
     withhold = raw.get("withhold", [])
-    if not isinstance(withhold, list) or (withhold and action != "predict"):
+    if not isinstance(withhold, list) or len(withhold) > 2 or (withhold and action != "predict"):
         c.fail(f"{where}.withhold", "expected a list of parties, on a predict step")
     for i, party in enumerate(withhold):
         c.choice(party, f"{where}.withhold[{i}]", ("bank", "agency"))
     return Step(action, strategy, tuple(withhold), _expect(c, raw.get("expect"), f"{where}.expect", action))
 
 
-def parse_scenario(text: str, path: Path | str) -> Scenario:
+def parse_scenario(text: str | bytes, path: Path | str) -> Scenario:
     c = _Checker(path)
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ScenarioError(path, "file", f"valid YAML expected ({exc})") from None
+        # Anchors and aliases are allowed (a shipped scenario repeats an applicant with &alice / <<: *alice); every
+        # use of an alias counts all its values again against load_yaml's limits, so an alias bomb is refused.
+        raw = load_yaml(text, str(path), max_bytes=MAX_FILE_BYTES, aliases=True)
+    except UnsafeYamlError as exc:
+        raise ScenarioError(path, exc.where or "file", exc.reason) from None
     raw = c.mapping(raw, "", {"name", "description", "applicants"},
                     {"fhe", "transport", "strategy", "deadline_s", "command_timeout_s", "request_timeout_s",
                      "faults", "expect_failure"})
@@ -206,7 +206,8 @@ def parse_scenario(text: str, path: Path | str) -> Scenario:
             try:
                 data[party] = validate_record(party, entry[party])
             except InputValidationError as exc:
-                c.fail(f"{where}.{party}.{exc.field}", f"{exc.problem}" + (f" (allowed: {exc.allowed})" if exc.allowed else ""))
+                c.fail(f"{where}.{party}" if exc.field == "-" else key_path(f"{where}.{party}", exc.field),
+                       f"{exc.problem}" + (f" (allowed: {exc.allowed})" if exc.allowed else ""))
         steps_raw = entry["steps"]
         if not isinstance(steps_raw, list) or not 1 <= len(steps_raw) <= 20:
             c.fail(f"{where}.steps", "expected a list of 1 to 20 steps")
@@ -260,8 +261,13 @@ def _expect_failure(c: _Checker, raw) -> dict | None:
 
 def load_scenario(path: Path | str) -> Scenario:
     path = Path(path)
-    if not path.is_file():
-        raise ScenarioError(path, "file", "an existing scenario file")
-    if path.stat().st_size > MAX_FILE_BYTES:
+    try:
+        if not path.is_file():
+            raise ScenarioError(path, "file", "an existing scenario file")
+        with path.open("rb") as handle:  # read at most one byte more than allowed, whatever the file claims
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ScenarioError(path, "file", f"a readable scenario file ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > MAX_FILE_BYTES:
         raise ScenarioError(path, "file", f"at most {MAX_FILE_BYTES} bytes")
-    return parse_scenario(path.read_text(encoding="utf-8"), path)
+    return parse_scenario(data, path)

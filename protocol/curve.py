@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,21 @@ ROLES = ("runner", "evaluator", "user", "bank", "agency")
 
 class CurveError(RuntimeError):
     """Missing or unreadable CURVE keys."""
+
+
+def check_private(keys_dir: Path) -> None:
+    """Refuse a keys directory that others can write to (they could plant a key it then trusts), secret
+    key files that others can read, and public key files that others can change."""
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+    if mode(keys_dir) & 0o022:
+        raise CurveError(f"{keys_dir} is writable by other users (mode {mode(keys_dir):o}): anyone could add "
+                         f"a key it trusts; run `chmod 700 {keys_dir}`")
+    for path in keys_dir.iterdir():
+        if path.name.endswith(".key_secret") and mode(path) & 0o077:
+            raise CurveError(f"{path} is readable by other users (mode {mode(path):o}); run `chmod 600 {path}`")
+        if path.name.endswith(".key") and mode(path) & 0o022:
+            raise CurveError(f"{path} is writable by other users (mode {mode(path):o}); run `chmod 600 {path}`")
 
 
 def create_keys(directory: Path, roles=ROLES) -> Path:
@@ -47,6 +63,7 @@ class Curve:
         if not secret_file.is_file():
             raise CurveError(f"no CURVE secret key for {role} at {secret_file}; create keys with "
                              "`run_scenario.py keys DIR` or pass --insecure")
+        check_private(keys_dir)
         public, secret = zmq.auth.load_certificate(secret_file)
         if secret is None:
             raise CurveError(f"{secret_file} holds no secret key")

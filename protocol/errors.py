@@ -13,6 +13,8 @@ class ErrorCode(str, Enum):
     MALFORMED = "MALFORMED"
     TOO_LARGE = "TOO_LARGE"
     ILLEGAL_STATE = "ILLEGAL_STATE"
+    FORBIDDEN = "FORBIDDEN"
+    OVER_QUOTA = "OVER_QUOTA"
     UNKNOWN_SESSION = "UNKNOWN_SESSION"
     KEYS_NOT_GENERATED = "KEYS_NOT_GENERATED"
     MISSING_INPUTS = "MISSING_INPUTS"
@@ -66,6 +68,18 @@ class MessageTooLarge(ProtocolError):
 
 class IllegalState(ProtocolError):
     code = ErrorCode.ILLEGAL_STATE
+
+
+class Forbidden(ProtocolError):
+    """The proven sender may not send this message, or may not touch what it names (another owner's)."""
+
+    code = ErrorCode.FORBIDDEN
+
+
+class OverQuota(ProtocolError):
+    """The sender reached its own bound (count or bytes); other owners' state is never evicted for it."""
+
+    code = ErrorCode.OVER_QUOTA
 
 
 class PeerTimeout(ProtocolError):

@@ -17,6 +17,9 @@ from . import PROTOCOL_VERSION
 from .errors import ErrorCode, MalformedMessage, MessageTooLarge, UnknownMessageType, VersionMismatch
 
 MAX_HEADER_BYTES = 64 * 1024
+# Large blobs (evaluation keys) travel as frames of at most this size, so that every socket can refuse
+# any single frame larger than its largest legal frame before allocating it (ZMQ_MAXMSGSIZE is per frame).
+BLOB_CHUNK = 1024 * 1024
 
 
 class MessageType(str, Enum):
@@ -46,11 +49,18 @@ class MessageType(str, Enum):
 
 @dataclass(frozen=True)
 class Message:
-    """Base of every message. Subclasses set TYPE, MAX_BYTES, and BLOBS (names of bytes fields)."""
+    """Base of every message. Subclasses set TYPE, MAX_BYTES, and BLOBS (names of bytes fields).
+
+    A blob field typed `tuple` is a list of frames; a bytes field named in CHUNKED is cut into frames of
+    at most BLOB_CHUNK bytes. MAX_FRAMES bounds the frames of one message (checked before copying).
+    """
 
     TYPE: ClassVar[MessageType]
     BLOBS: ClassVar[tuple[str, ...]] = ()
+    CHUNKED: ClassVar[tuple[str, ...]] = ()
     MAX_BYTES: ClassVar[int] = 64 * 1024
+    MAX_FRAMES: ClassVar[int] = 3
+    MAX_HEADER: ClassVar[int] = MAX_HEADER_BYTES
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,8 @@ class Command(Message):
 @dataclass(frozen=True)
 class Result(Message):
     TYPE = MessageType.RESULT
+    MAX_BYTES = 4 * 1024 * 1024  # `stats` carries the role's (bounded) traffic log in its header
+    MAX_HEADER = MAX_BYTES
     action: str
     result: dict = field(default_factory=dict)
 
@@ -121,19 +133,24 @@ class KeyStatus(Message):
 class EvalKey(Message):
     TYPE = MessageType.EVAL_KEY
     BLOBS = ("evaluation_key",)
-    MAX_BYTES = 512 * 1024 * 1024
+    CHUNKED = ("evaluation_key",)
+    MAX_BYTES = 512 * 1024 * 1024  # the evaluator lowers it to its circuit's exact key size
+    MAX_FRAMES = 3 + MAX_BYTES // BLOB_CHUNK
     key_id: str
     evaluation_key: bytes
 
 
 @dataclass(frozen=True)
 class ClientKey(Message):
-    """The client secret key (its LWE secret keys), sent by the user to bank and agency only."""
+    """The secret keys the inputs are encrypted under (`key_ids[i]` is the circuit's id of `secret_keys[i]`),
+    sent by the user to bank and agency only. The output's secret key is never among them."""
 
     TYPE = MessageType.CLIENT_KEY
     BLOBS = ("secret_keys",)
     MAX_BYTES = 4 * 1024 * 1024
+    MAX_FRAMES = 3 + 8
     key_id: str
+    key_ids: list = field(default_factory=list)
     secret_keys: tuple = ()
 
 
@@ -142,6 +159,7 @@ class Input(Message):
     TYPE = MessageType.INPUT
     BLOBS = ("ciphertext",)
     MAX_BYTES = 1024 * 1024
+    MAX_FRAMES = 4
     session_id: str
     key_id: str
     party: str
@@ -169,12 +187,16 @@ class GetOutput(Message):
 
 @dataclass(frozen=True)
 class Output(Message):
+    """`inputs` binds the output to its run: party -> sha256 (hex) of the ciphertext the run used."""
+
     TYPE = MessageType.OUTPUT
     BLOBS = ("ciphertext",)
     MAX_BYTES = 16 * 1024 * 1024
+    MAX_FRAMES = 4
     session_id: str
     run_id: str
     run_seconds: float
+    inputs: dict
     ciphertext: bytes
 
 
@@ -237,13 +259,17 @@ def encode(message: Message, seq: int) -> list[bytes]:
     blobs: list[bytes] = []
     for f in dataclasses.fields(message):
         value = getattr(message, f.name)
-        if f.name in message.BLOBS:
+        if f.name in message.CHUNKED:
+            chunks = [value[i:i + BLOB_CHUNK] for i in range(0, len(value), BLOB_CHUNK)] or [b""]
+            header[f"{f.name}_count"] = len(chunks)
+            blobs.extend(bytes(c) for c in chunks)
+        elif f.name in message.BLOBS:
             items = list(value) if isinstance(value, (tuple, list)) else [value]
-            header[f"{f.name}_count"] = len(items) if isinstance(value, (tuple, list)) else None
+            if isinstance(value, (tuple, list)):
+                header[f"{f.name}_count"] = len(items)
             blobs.extend(bytes(b) for b in items)
         else:
             header[f.name] = value
-    header = {k: v for k, v in header.items() if not (k.endswith("_count") and v is None)}
     return [PROTOCOL_VERSION, message.TYPE.value.encode(), json.dumps(header).encode()] + blobs
 
 
@@ -271,8 +297,9 @@ def decode(frames: Sequence[bytes]) -> Packet:
     except (UnicodeDecodeError, ValueError):
         raise UnknownMessageType(f"unknown message type {type_name[:32]!r}") from None
     size = sum(len(f) for f in frames)
-    if size > cls.MAX_BYTES or len(raw_header) > MAX_HEADER_BYTES:
-        raise MessageTooLarge(f"{cls.TYPE.value} of {size} bytes exceeds its limit of {cls.MAX_BYTES}")
+    if size > cls.MAX_BYTES or len(raw_header) > cls.MAX_HEADER or len(frames) > cls.MAX_FRAMES:
+        raise MessageTooLarge(f"{cls.TYPE.value} of {size} bytes in {len(frames)} frames exceeds its limit "
+                              f"of {cls.MAX_BYTES} bytes in {cls.MAX_FRAMES} frames")
     try:
         header = json.loads(raw_header.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -286,12 +313,16 @@ def decode(frames: Sequence[bytes]) -> Packet:
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name in cls.BLOBS:
+            chunked = f.name in cls.CHUNKED
             is_list = get_origin(hints[f.name]) is tuple or hints[f.name] is tuple
-            count = header.pop(f"{f.name}_count", None) if is_list else 1
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0 or count > len(blobs):
+            count = header.pop(f"{f.name}_count", None) if is_list or chunked else 1
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0 or count > len(blobs) \
+                    or (chunked and count < 1):
                 raise MalformedMessage(f"{cls.TYPE.value}: blob count for {f.name!r} does not match the frames")
             taken, blobs = blobs[:count], blobs[count:]
-            kwargs[f.name] = tuple(taken) if is_list else taken[0]
+            if chunked and any(len(c) > BLOB_CHUNK for c in taken):
+                raise MalformedMessage(f"{cls.TYPE.value}: a {f.name!r} frame exceeds {BLOB_CHUNK} bytes")
+            kwargs[f.name] = b"".join(taken) if chunked else tuple(taken) if is_list else taken[0]
             continue
         if f.name not in header:
             if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:

@@ -1,45 +1,83 @@
-"""The runtime every role process shares: a poll loop with deadlines, a control channel, clean shutdown."""
+"""The runtime every role process shares: one authorized dispatch path, deadlines, a control channel, clean shutdown."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
+import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import zmq
 
-from .errors import ErrorCode, IllegalState, ProtocolError, RemoteError
-from .messages import Command, Error, Message, Ping, Pong, Ready, Result, Shutdown, decode, encode
-from .transport import FaultPlan, PeerClient, TrafficLog, make_socket, role_of
+from .authorization import authorize, size_limits
+from .errors import ErrorCode, ProtocolError, RemoteError
+from .messages import Error, Message, MessageType, Ping, Pong, Ready, Result, Shutdown, decode, encode
+from .transport import (
+    MAX_FRAME_BYTES, FaultPlan, PeerClient, RateLimitedLog, Received, TrafficLog, make_socket, receive,
+    role_of, safe_name, send_nowait,
+)
 
 Handler = Callable[[str, object], Message]
 log = logging.getLogger("fhe_credit_sim")
+# Messages handled per socket per poll, so that one busy peer cannot starve the others or the control channel.
+BATCH = 32
+# At most this many messages are written to a capture directory (a debugging and audit aid).
+MAX_CAPTURED = 20_000
+
+
+@dataclass
+class Channel:
+    """A ROUTER the role serves: its name in the authorization table, its handler, per-type size limits."""
+
+    name: str
+    handler: Handler
+    limits: dict
+
+
+def peek_seq(frames: list[bytes]) -> int:
+    """The `seq` of a message that will not be decoded (too large), so that its refusal can echo it."""
+    try:
+        seq = json.loads(frames[2]).get("seq", 0) if len(frames) > 2 and len(frames[2]) <= 65536 else 0
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return 0
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 else 0
 
 
 class Node:
     """One role: ROUTER sockets it serves, peers it calls, an optional control DEALER to the runner.
 
-    Handlers return the reply message (or None for no reply); a ProtocolError they raise becomes an
-    ERROR reply with its code and reason, any other exception an INTERNAL error; either way the
-    process keeps serving. `current_identity` is the raw socket identity of the message being handled.
+    Every message received goes through `_reply_for`: size limits, decoding, then the authorization
+    table (protocol/authorization.py) for the channel it came in on, and only then a handler. Handlers
+    return the reply message (or None to answer later); a ProtocolError they raise becomes an ERROR
+    reply with its code and reason, any other exception an INTERNAL error; the process keeps serving.
+    Replies are never waited for: a peer that does not read loses them (see `send_reply`).
+    `current_identity` is the raw socket identity of the message being handled.
     """
 
     def __init__(self, role: str, control: str | None = None, poll_ms: int = 50,
                  capture_dir: Path | None = None, curve=None, exit_with_parent: bool = False,
-                 faults: str | None = None):
+                 faults: str | None = None, capture_client_key: bool = False):
         self.role = role
         self.faults = FaultPlan(faults.split(",")) if faults else None
         self.parent = os.getppid() if exit_with_parent else None
         self.curve = curve
         self.capture_dir = Path(capture_dir) if capture_dir else None
+        self.capture_client_key = capture_client_key
+        if capture_client_key:
+            log.warning("INSECURE (test only): the %s writes the secret keys of every CLIENT_KEY it receives "
+                        "to %s", role, capture_dir)
         self._captured = 0
         self.identity = f"{role}:{os.getpid()}"
         self.ctx = zmq.Context()
         self.traffic = TrafficLog(role)
+        self.log_error = RateLimitedLog(log)
         self.poller = zmq.Poller()
-        self.routers: dict[zmq.Socket, Handler] = {}
+        self.routers: dict[zmq.Socket, Channel] = {}
         self.peers: dict[str, PeerClient] = {}
         self.endpoints: dict[str, str] = {}
         self.poll_ms = poll_ms
@@ -59,23 +97,26 @@ class Node:
             self.poller.register(self.control, zmq.POLLIN)
 
     # --- set-up ---------------------------------------------------------------------------
-    def serve_router(self, endpoint: str, handler: Handler, setup=None) -> zmq.Socket:
-        sock = make_socket(self.ctx, zmq.ROUTER)
-        if self.curve is not None:
-            self.curve.server(sock)
+    def serve_router(self, endpoint: str, handler: Handler, channel: str | None = None,
+                     max_frame: int = MAX_FRAME_BYTES, limits: dict | None = None, setup=None) -> zmq.Socket:
+        """Bind a ROUTER for `channel` (default: the role's own name in the authorization table)."""
+        sock = make_socket(self.ctx, zmq.ROUTER, max_frame=max_frame)
         if setup is not None:
             setup(sock)
+        elif self.curve is not None:
+            self.curve.server(sock)
         sock.bind(endpoint)
-        self.endpoints[f"{self.role}"] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.routers[sock] = handler
+        self.endpoints[channel or self.role] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        name = channel or self.role
+        self.routers[sock] = Channel(name, handler, size_limits(name, limits))
         self.poller.register(sock, zmq.POLLIN)
         return sock
 
-    def connect_peer(self, name: str, endpoint: str, setup=None) -> PeerClient:
+    def connect_peer(self, name: str, endpoint: str, setup=None, max_reply: int = MAX_FRAME_BYTES) -> PeerClient:
         if setup is None and self.curve is not None:
             setup = self.curve.client(name)
         peer = PeerClient(self.ctx, name, endpoint, self.identity, self.traffic, setup,
-                          should_stop=lambda: self.stopping)
+                          should_stop=lambda: self.stopping, max_reply=max_reply)
         peer.faults = self.faults
         self.peers[name] = peer
         return peer
@@ -94,6 +135,26 @@ class Node:
     def tick(self) -> None:
         """Called after every poll; roles finish background work here."""
 
+    def off_loop(self, what: str, work: Callable, *args):
+        """Run a long call into Concrete (which releases the GIL) on a thread and wait for it, so that
+        a signal is acted on at once instead of when the call returns."""
+        outcome: dict = {}
+
+        def target():
+            try:
+                outcome["value"] = work(*args)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the loop's thread
+                outcome["error"] = exc
+        thread = threading.Thread(target=target, name=f"{self.role}-{what}", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.05)
+            if self.stopping:
+                raise ProtocolError(f"shutting down during {what}")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
     # --- the loop ---------------------------------------------------------------------------
     def announce(self) -> None:
         if self.control is not None:
@@ -102,82 +163,96 @@ class Node:
     def _send_control(self, message: Message, seq: int) -> None:
         frames = encode(message, seq)
         self.traffic.add("runner", frames)
-        try:
-            self.control.send_multipart(frames)
-        except zmq.Again:
-            log.warning("%s: the runner cannot take %s (no connection)", self.role, message.TYPE.value)
+        if not send_nowait(self.control, frames):
+            self.log_error(logging.WARNING, f"{self.role}: the runner cannot take {message.TYPE.value}; dropped")
 
     def _capture(self, sender: str, frames: list[bytes]) -> None:
-        """With a capture dir, keep every raw frame received, as evidence for custody audits."""
+        """With a capture dir, keep every frame received (files 0600), as evidence for custody audits.
+        The secret keys a CLIENT_KEY carries are never written, unless capture_client_key says so."""
+        if self._captured >= MAX_CAPTURED:
+            return
         self._captured += 1
+        secret = len(frames) > 1 and frames[1] == MessageType.CLIENT_KEY.value.encode()
         for i, frame in enumerate(frames):
-            name = f"{self._captured:05d}-{sender}.{i}"
-            (self.capture_dir / name).write_bytes(bytes(frame))
+            data = bytes(frame)
+            if secret and i >= 3 and not self.capture_client_key:
+                data = f"(a secret key of {len(data)} bytes, not kept)".encode()
+            path = self.capture_dir / f"{self._captured:05d}-{safe_name(sender)}.{i}"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
 
-    def _reply_for(self, handler: Handler, sender: str, frames: list[bytes]) -> tuple[Message, int]:
+    def _reply_for(self, channel: Channel, sender: str, got: Received) -> tuple[Message | None, int]:
         seq = 0
         if self.capture_dir is not None:
-            self._capture(sender, frames)
+            self._capture(sender, got.frames)
         try:
-            packet = decode(frames)
+            if got.too_large:
+                seq = peek_seq(got.frames)
+                raise ProtocolError(got.too_large, ErrorCode.TOO_LARGE)
+            packet = decode(got.frames)
             seq = self.current_seq = packet.seq
+            authorize(channel.name, sender, packet.message)
             if isinstance(packet.message, Ping):
                 return Pong(self.role), seq
-            return handler(sender, packet), seq
+            return channel.handler(sender, packet), seq
         except ProtocolError as exc:
-            log.info("%s: error reply to %s: %s", self.role, sender, exc)
+            self.log_error(logging.INFO, f"{self.role}: error reply to {sender}: {exc}")
             reason = f"{exc.peer}: {exc.reason}" if isinstance(exc, RemoteError) and exc.peer else exc.reason
-            return Error(exc.code.value, reason), seq
+            return Error(exc.code.value, reason[:2000]), seq
         except Exception as exc:  # noqa: BLE001 - a bug must not take the role down
             log.exception("%s: internal error", self.role)
-            return Error(ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}"), seq
+            return Error(ErrorCode.INTERNAL.value, f"{type(exc).__name__}: {exc}"[:2000]), seq
 
     def _control_handler(self, _sender: str, packet) -> Message:
         message = packet.message
         if isinstance(message, Shutdown):
             self.stopping = True
             return Result("shutdown", {})
-        if not isinstance(message, Command):
-            raise IllegalState(f"{message.TYPE.value} is not a control message a role accepts")
         if message.action == "stats":
-            return Result("stats", {"messages": self.traffic.drain(), "pid": os.getpid()})
+            return Result("stats", {"messages": self.traffic.drain(), "dropped": self.traffic.dropped,
+                                    "pid": os.getpid()})
         return Result(message.action, self.on_command(message.action, dict(message.params)))
 
-    def _sender(self, identity: bytes, frames) -> str:
+    def _sender(self, identity: bytes, user_id: str | None) -> str:
         """Who sent this: with CURVE, the role whose public key the ZAP handshake proved (never the
         identity a peer claims); without CURVE, the role part of the socket identity."""
-        if self.curve is None or not frames:
+        if self.curve is None:
             return role_of(identity)
-        user_id = frames[0].get("User-Id")
-        return self.key_roles.get(user_id, "unknown")
+        return self.key_roles.get(user_id or "", "unknown")
 
     def send_reply(self, sock: zmq.Socket, identity: bytes, reply: Message, seq: int) -> None:
-        """Answer a peer on a ROUTER (now, or later for a request a handler deferred by returning None)."""
+        """Answer a peer on a ROUTER (now, or later for a request a handler deferred by returning None).
+        Never blocks: a peer whose queue is full (it stopped reading) or that went away loses the reply."""
         out = encode(reply, seq)
         for copy in self.faults.apply(reply.TYPE.value, out) if self.faults else [out]:
             self.traffic.add(role_of(identity), copy)
-            try:
-                sock.send_multipart([identity] + copy)
-            except zmq.ZMQError:
-                log.warning("%s: peer %s went away before its reply", self.role, role_of(identity))
+            if not send_nowait(sock, [identity] + copy):
+                self.log_error(logging.WARNING, f"{self.role}: {role_of(identity)} is not reading (or went "
+                                                f"away); its {reply.TYPE.value} was dropped")
 
     def poll_once(self) -> None:
         events = dict(self.poller.poll(self.poll_ms))
-        for sock, handler in self.routers.items():
-            while sock in events and sock.poll(0, zmq.POLLIN):
-                identity, *frames = sock.recv_multipart(copy=False)
-                identity, sender = identity.bytes, self._sender(identity.bytes, frames)
-                frames = [f.bytes for f in frames]
-                self.current_identity = identity
-                reply, seq = self._reply_for(handler, sender, frames)
+        for sock, channel in self.routers.items():
+            if sock not in events:
+                continue
+            for _ in range(BATCH):
+                if not sock.poll(0, zmq.POLLIN):
+                    break
+                got = receive(sock, router=True, overrides=channel.limits)
+                if not got.frames:
+                    continue
+                sender = self._sender(got.identity, got.user_id)
+                self.current_identity = got.identity
+                reply, seq = self._reply_for(channel, sender, got)
                 if reply is not None:
-                    self.send_reply(sock, identity, reply, seq)
+                    self.send_reply(sock, got.identity, reply, seq)
         if self.parent is not None and os.getppid() != self.parent:
             log.warning("%s: the process that started it exited; shutting down", self.role)
             self.stopping = True
         if self.control is not None and self.control in events:
-            frames = self.control.recv_multipart()
-            reply, seq = self._reply_for(self._control_handler, "runner", frames)
+            got = receive(self.control, router=False)
+            reply, seq = self._reply_for(Channel("control", self._control_handler, {}), "runner", got)
             self._send_control(reply, seq)
         self.tick()
 
@@ -189,6 +264,21 @@ class Node:
                 self.poll_once()
         finally:
             self.close()
+            self._exit_if_work_is_stuck()
+
+    @staticmethod
+    def _exit_if_work_is_stuck(grace: float = 0.3) -> None:
+        """A thread still inside a long Concrete call (a run, a key generation) would hold the interpreter's
+        exit, daemon or not (Concrete's own exit hook waits for its runtime): after every socket is closed,
+        give such threads `grace` seconds, then end the process at once (exit code 0)."""
+        others = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+        for thread in others:
+            thread.join(grace / max(1, len(others)))
+        if any(t.is_alive() for t in others):
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     def close(self) -> None:
         for peer in self.peers.values():
@@ -200,4 +290,3 @@ class Node:
         if self.curve is not None:
             self.curve.stop()
         self.ctx.term()
-

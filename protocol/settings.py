@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -32,6 +33,7 @@ class RoleSettings:
     workers: int = 0
     worker_threads: int = 0
     capture_dir: str | None = None
+    capture_client_key: bool = False
     keys_dir: str | None = None
     insecure: bool = False
     exit_with_parent: bool = False
@@ -45,6 +47,10 @@ HELP = {
                 "<role>.key_secret (CurveZMQ; see `run_scenario.py keys`).",
     "insecure": "Run without CurveZMQ authentication and encryption (refused otherwise without --keys-dir).",
     "exit_with_parent": "Shut down when the process that started this one exits (the runner sets it).",
+    "capture_dir": "Write every frame received to this directory (files 0600), for audits; the secret keys "
+                   "a CLIENT_KEY carries are never written unless --capture-client-key is given too.",
+    "capture_client_key": "TEST ONLY, INSECURE: also write the secret keys a CLIENT_KEY carries to the "
+                          "capture directory (custody audits search the other roles' traffic for them).",
     "fault": "Inject message faults, comma-separated KIND:TYPE:COUNT[:SECONDS] (drop, delay, duplicate, "
              "corrupt), e.g. corrupt:INPUT:1. For tests and fault scenarios only.",
 }
@@ -140,6 +146,17 @@ def curve_for(role: str, settings: RoleSettings):
         raise click.UsageError(str(exc)) from None
 
 
+_as_process = False
+
+
+def run_as_process(command: click.Command) -> None:
+    """Run a role command as the whole process (`python -m ...`): once the role has shut down cleanly,
+    the process ends at once. In-process callers (tests, CliRunner) call the command itself instead."""
+    global _as_process
+    _as_process = True
+    command()
+
+
 def role_command(role: str, run: Callable[[RoleSettings], None]) -> click.Command:
     """A click command taking every RoleSettings option plus --config, then calling run(settings)."""
 
@@ -148,6 +165,13 @@ def role_command(role: str, run: Callable[[RoleSettings], None]) -> click.Comman
         logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                             format=f"%(asctime)s {role} %(levelname)s %(message)s")
         run(settings)
+        if _as_process:
+            # The role closed every socket and wrote everything atomically: skip the interpreter's teardown
+            # of Concrete's runtime (about a second), so that SIGTERM ends the process within its deadline.
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     params = [click.Option(["--config"], type=click.Path(exists=True, dir_okay=False),
                            help="YAML or JSON file with any of the settings below.")]

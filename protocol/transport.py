@@ -1,35 +1,143 @@
-"""ZeroMQ plumbing shared by every role: sockets with linger 0, deadline-bound requests, a traffic log."""
+"""ZeroMQ plumbing shared by every role: bounded sockets, bounded receives, non-blocking replies,
+deadline-bound requests, a bounded traffic log."""
 
 from __future__ import annotations
 
 import itertools
+import logging
+import re
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import zmq
 
+from . import PROTOCOL_VERSION
 from .errors import ErrorCode, ProtocolError, PeerTimeout, RemoteError
-from .messages import Error, Message, Packet, decode, encode
+from .messages import BLOB_CHUNK, MAX_HEADER_BYTES, MESSAGE_CLASSES, Error, Message, MessageType, Packet, decode, encode
 
-# Backstop for any single message; per-type limits in messages.py are tighter.
-MAX_MESSAGE_BYTES = 600 * 1024 * 1024
-# A send that cannot even be queued (no connection to the peer) gives up after this long.
+# The largest single frame any socket accepts unless told otherwise: a blob chunk plus slack. libzmq
+# refuses (and disconnects) a larger frame as soon as its length is announced, before the CURVE
+# handshake too, so an unauthenticated peer cannot make a role allocate more than this per connection.
+MAX_FRAME_BYTES = BLOB_CHUNK + MAX_HEADER_BYTES
+# A send that cannot be queued (no connection, or the peer's queue is full) gives up after this long.
 SEND_TIMEOUT_MS = 30_000
+# Replies queued for one peer that is not reading; beyond this the reply is dropped, never waited for.
+ROUTER_SNDHWM = 16
+# A connection that has not completed its (CURVE) handshake within this time is closed.
+HANDSHAKE_MS = 5_000
+
+log = logging.getLogger("fhe_credit_sim")
 
 
-def make_socket(ctx: zmq.Context, kind: int, identity: str | None = None) -> zmq.Socket:
-    """A socket that never lingers on close and refuses absurdly large messages."""
+def make_socket(ctx: zmq.Context, kind: int, identity: str | None = None,
+                max_frame: int = MAX_FRAME_BYTES) -> zmq.Socket:
+    """A socket that never lingers on close, refuses any frame over `max_frame`, bounds its handshake,
+    and (a ROUTER) queues at most ROUTER_SNDHWM replies per peer."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_frame)
     sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
+    sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
     if identity is not None:
         sock.setsockopt(zmq.IDENTITY, identity.encode())
     if kind == zmq.ROUTER:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDHWM, ROUTER_SNDHWM)
     return sock
+
+
+def limits_of(type_frame: bytes, version_frame: bytes, overrides: dict | None = None) -> tuple[int, int]:
+    """(max bytes, max frames) of a message whose first frames are these; small for anything unknown."""
+    try:
+        if bytes(version_frame) != PROTOCOL_VERSION:
+            raise ValueError
+        cls = MESSAGE_CLASSES[MessageType(bytes(type_frame).decode("ascii"))]
+    except (ValueError, UnicodeDecodeError):
+        return 2 * MAX_HEADER_BYTES, 4
+    return (overrides or {}).get(cls.TYPE, cls.MAX_BYTES), cls.MAX_FRAMES
+
+
+@dataclass
+class Received:
+    """One multipart message as received: the routing identity (ROUTER only), the frames, the sender's
+    proven CURVE key (ZAP User-Id, or None), and `too_large` when it was over its type's limits (its
+    frames beyond the first three were then dropped while receiving, never kept)."""
+
+    identity: bytes
+    frames: list[bytes]
+    user_id: str | None
+    too_large: str | None = None
+
+
+def receive(sock: zmq.Socket, router: bool, overrides: dict | None = None) -> Received:
+    """Receive one message frame by frame, keeping nothing beyond its type's byte and frame limits."""
+    identity = b""
+    if router:
+        first = sock.recv(copy=False)
+        identity = first.bytes
+        if not first.more:
+            return Received(identity, [], None)
+    kept: list[bytes] = []
+    user_id, size, count, limit, too_large = None, 0, 0, None, None
+    more = True
+    while more:
+        frame = sock.recv(copy=False)
+        more = frame.more
+        if count == 0:
+            try:
+                user_id = frame.get("User-Id") or None
+            except zmq.ZMQError:  # no ZAP handshake on this connection (no CURVE)
+                user_id = None
+        count += 1
+        size += len(frame)
+        if limit is None and count == 3:  # version and type are known: the type's own limits apply
+            limit = limits_of(kept[1], kept[0], overrides)
+        if too_large is None and limit is not None and (size > limit[0] or count > limit[1]):
+            too_large = f"message exceeds its limit of {limit[0]} bytes in {limit[1]} frames"
+            del kept[3:]  # keep the header (for the reply's seq), let go of the rest at once
+        if too_large is None:
+            kept.append(frame.bytes)
+    return Received(identity, kept, user_id, too_large)
+
+
+def send_nowait(sock: zmq.Socket, frames: list) -> bool:
+    """Queue a message without ever blocking; False when the peer is gone or not reading (dropped)."""
+    try:
+        sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        return True
+    except zmq.ZMQError:  # EAGAIN: its queue is full; EHOSTUNREACH: it went away
+        return False
+
+
+class RateLimitedLog:
+    """At most `burst` lines per `window` seconds, each truncated; then one line counting what was skipped."""
+
+    def __init__(self, logger: logging.Logger, burst: int = 20, window: float = 10.0, width: int = 300):
+        self.logger, self.burst, self.window, self.width = logger, burst, window, width
+        self.started, self.count, self.suppressed = 0.0, 0, 0
+
+    def __call__(self, level: int, text: str) -> None:
+        now = time.monotonic()
+        if now - self.started > self.window:
+            if self.suppressed:
+                self.logger.log(level, "... %d similar line(s) suppressed", self.suppressed)
+            self.started, self.count, self.suppressed = now, 0, 0
+        self.count += 1
+        if self.count > self.burst:
+            self.suppressed += 1
+            return
+        self.logger.log(level, "%s", text if len(text) <= self.width else text[:self.width] + "…")
+
+
+SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def safe_name(text: str, limit: int = 32) -> str:
+    """A peer-supplied name made safe for a file name (no path separators, no dots, short)."""
+    return SAFE_NAME.sub("_", text)[:limit] or "_"
 
 
 def preview(frames: Sequence[bytes]) -> str:
@@ -48,22 +156,28 @@ class TrafficRecord:
 
 
 class TrafficLog:
-    """Every message a role sends: who to, what type, how many bytes, a hex preview of its first blob."""
+    """Every message a role sends: who to, what type, how many bytes, a hex preview of its first blob.
 
-    def __init__(self, role: str):
+    Bounded: it keeps the latest `limit` records and counts the ones it had to drop, so a role that
+    nobody drains (no runner, or a hostile peer making it answer) cannot grow without end."""
+
+    def __init__(self, role: str, limit: int = 5000):
         self.role = role
-        self._records: list[TrafficRecord] = []
+        self._records: deque[TrafficRecord] = deque(maxlen=limit)
+        self.dropped = 0
         self._lock = threading.Lock()
 
     def add(self, receiver: str, frames: Sequence[bytes]) -> None:
-        rec = TrafficRecord(time.time(), self.role, receiver, bytes(frames[1]).decode("ascii", "replace"),
+        rec = TrafficRecord(time.time(), self.role, receiver, bytes(frames[1]).decode("ascii", "replace")[:16],
                             sum(len(f) for f in frames), preview(frames))
         with self._lock:
+            if len(self._records) == self._records.maxlen:
+                self.dropped += 1
             self._records.append(rec)
 
     def drain(self) -> list[dict]:
         with self._lock:
-            records, self._records = self._records, []
+            records, self._records = list(self._records), deque(maxlen=self._records.maxlen)
         return [asdict(r) for r in records]
 
 
@@ -112,27 +226,33 @@ class PeerClient:
     _seq = itertools.count(1)
 
     def __init__(self, ctx: zmq.Context, name: str, endpoint: str, identity: str,
-                 traffic: TrafficLog, setup=None, should_stop=lambda: False):
+                 traffic: TrafficLog, setup=None, should_stop: Callable[[], bool] = lambda: False,
+                 max_reply: int = MAX_FRAME_BYTES):
         self.name, self.endpoint, self.traffic = name, endpoint, traffic
         self.should_stop = should_stop  # a signal arrived: give up waiting at once
-        self.socket = make_socket(ctx, zmq.DEALER, identity)
+        self.socket = make_socket(ctx, zmq.DEALER, identity, max_frame=max_reply)
         if setup is not None:
             setup(self.socket)
         self.socket.connect(endpoint)
 
     faults = None  # a FaultPlan (fault injection for tests and scenarios), shared by the role's peers
 
-    def send(self, message: Message) -> int:
+    def send(self, message: Message, timeout: float = SEND_TIMEOUT_MS / 1000) -> int:
+        """Queue a request; waits at most `timeout` for room (no connection yet, or a full queue), and
+        gives up at once when the role is stopping."""
         seq = next(self._seq)
         frames = encode(message, seq)
         copies = self.faults.apply(message.TYPE.value, frames) if self.faults else [frames]
+        deadline = time.monotonic() + timeout
         for out in copies:
             self.traffic.add(self.name, out)
-            try:
-                self.socket.send_multipart(out, copy=False)
-            except zmq.Again:
-                raise PeerTimeout(f"{self.name} could not take {message.TYPE.value} within "
-                                  f"{SEND_TIMEOUT_MS / 1000:.0f} s (no connection)") from None
+            while not send_nowait(self.socket, out):
+                if self.should_stop():
+                    raise ProtocolError(f"shutting down while sending {message.TYPE.value} to {self.name}")
+                if time.monotonic() >= deadline:
+                    raise PeerTimeout(f"{self.name} could not take {message.TYPE.value} within "
+                                      f"{timeout:.0f} s (no connection)")
+                self.socket.poll(100, zmq.POLLOUT)
         return seq
 
     def request(self, message: Message, timeout: float) -> Packet:
@@ -150,9 +270,11 @@ class PeerClient:
                 if time.monotonic() >= deadline:
                     raise PeerTimeout(f"{self.name} did not answer {what} within {timeout:.1f} s")
                 continue
-            frames = self.socket.recv_multipart()
+            got = receive(self.socket, router=False)
+            if got.too_large:
+                continue
             try:
-                packet = decode(frames)
+                packet = decode(got.frames)
             except ProtocolError:
                 continue  # garbage from the peer is not our answer; keep waiting until the deadline
             if packet.seq != seq:

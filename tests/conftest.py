@@ -1,10 +1,17 @@
-"""Shared fixtures: the committed deployment, its clear (simulated) model, sample records, a scratch dir."""
+"""Shared fixtures: the committed deployment, its clear (simulated) model, sample records, live roles and
+peers that speak to them with a role's own CURVE key."""
 
 from __future__ import annotations
 
 import copy
 
 import pytest
+import zmq
+
+from protocol.curve import Curve
+from protocol.messages import decode
+from protocol.transport import make_socket
+from scenarios.processes import ProcessSet
 
 from credit_model.deployment import load_deployment
 from scenarios import SCENARIO_DIR
@@ -31,3 +38,48 @@ def shipped():
 @pytest.fixture
 def alice(shipped):
     return copy.deepcopy(shipped["approved"].applicants[0].data)
+
+
+@pytest.fixture
+def start_roles(tmp_path):
+    """Start a subset of roles as real processes (CURVE on) under tmp; every one is stopped afterwards."""
+    started = []
+
+    def start(roles, fhe="simulate", transport="ipc", extra_args=None):
+        run_dir = tmp_path / f"run{len(started)}"
+        run_dir.mkdir()
+        procs = ProcessSet(run_dir, transport, fhe, None, extra_args or {})
+        started.append(procs)
+        procs.start(180, roles)
+        return procs
+
+    yield start
+    for procs in started:
+        procs.stop()
+
+
+@pytest.fixture
+def client_socket():
+    """A DEALER speaking as `identity`'s role with that role's CURVE key from the run's keys (or none)."""
+    ctx = zmq.Context()
+    sockets = []
+
+    def connect(endpoint, identity, keys_dir=None, server="evaluator", as_role=None):
+        sock = make_socket(ctx, zmq.DEALER, identity)
+        if keys_dir is not None:
+            Curve.load(as_role or identity.split(":")[0], keys_dir).client(server)(sock)
+        sock.connect(endpoint)
+        sockets.append(sock)
+        return sock
+
+    yield connect
+    for sock in sockets:
+        sock.close(linger=0)
+    ctx.term()
+
+
+def ask(sock, frames, timeout=20.0):
+    """Send frames and return the decoded reply; fails the test when none comes before the deadline."""
+    sock.send_multipart(frames)
+    assert sock.poll(int(timeout * 1000), zmq.POLLIN), "no reply before the deadline"
+    return decode(sock.recv_multipart())

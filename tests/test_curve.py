@@ -94,6 +94,7 @@ def test_the_sender_is_the_key_owner_not_the_claimed_identity(evaluator):
     spoof = _dealer(ctx, procs, "bank:1", (user.public, user.secret))  # user's key, bank's name
     try:
         reply = _answer(spoof, Input("s-1", "k", "bank", "base", b"x"), 10000)
-        assert reply.code == "ILLEGAL_STATE" and reply.reason == "user may not send the bank input"
+        assert reply.code == "FORBIDDEN"
+        assert reply.reason == "user may not send INPUT with party 'bank': it may only speak for itself"
     finally:
         spoof.close(linger=0)

@@ -10,20 +10,45 @@ from protocol.errors import (
     ErrorCode, MalformedMessage, MessageTooLarge, ProtocolError, UnknownMessageType, VersionMismatch,
 )
 from protocol.messages import (
-    MESSAGE_CLASSES, Ack, Candidate, ClientKey, Command, EvalKey, Input, MessageType, Output, Ready, Run,
-    decode, encode,
+    BLOB_CHUNK, MESSAGE_CLASSES, Ack, Candidate, ClientKey, Command, Error, EvalKey, GetOutput, Input, KeyQuery,
+    KeyStatus, MessageType, Output, Ping, Pong, Ready, Result, Run, Shutdown, Work, WorkDone, decode, encode,
 )
 
 EXAMPLES = [
-    Ready("user", 42, {"user": "ipc:///tmp/x"}), Command("prepare", {"session_id": "a-1"}), Ack({"n": 1}),
-    EvalKey("alice", b"\x00" * 1000), ClientKey("alice", (b"k1", b"", b"k3" * 50)),
+    Ready("user", 42, {"user": "ipc:///tmp/x"}), Command("prepare", {"session_id": "a-1"}),
+    Result("stats", {"messages": []}), Shutdown(), Ping(), Pong("bank"), Ack({"n": 1}),
+    Error("FORBIDDEN", "bank may not send RUN"), KeyQuery("alice"), KeyStatus("alice", True),
+    EvalKey("alice", b"\x00" * 1000), ClientKey("alice", [0], (b"k1",)),
     Input("alice-1", "alice", "bank", "base", b"\x01\x02\x03"), Run("alice-1", "r1", {"agency": "v"}),
-    Output("alice-1", "r1", 1.25, b"\xff" * 10), Candidate("alice-1", "alice", 2, "y2", encrypt=False),
+    GetOutput("alice-1", "r1", 500), Output("alice-1", "r1", 1.25, {"user": "ab" * 32}, b"\xff" * 10),
+    Candidate("alice-1", "alice", 2, "y2", encrypt=False),
+    Work("alice-1", "r1", "/w/keys/k1.evk", ["/w/s1/i2.bin"], "/w/s1/o3.bin"),
+    WorkDone("alice-1", "r1", 0.3, True),
 ]
 
 
 def test_every_type_has_a_class_and_an_example():
     assert set(MESSAGE_CLASSES) == set(MessageType)
+    assert {m.TYPE for m in EXAMPLES} == set(MessageType)
+
+
+def test_a_large_blob_travels_in_bounded_frames_and_comes_back_whole():
+    key = bytes(range(256)) * (3 * BLOB_CHUNK // 256 + 7)
+    frames = encode(EvalKey("k", key), 3)
+    assert json.loads(frames[2])["evaluation_key_count"] == len(frames) - 3 == 4
+    assert all(len(f) <= BLOB_CHUNK for f in frames[3:])
+    assert decode(frames).message.evaluation_key == key
+    oversized = frames[:3] + [frames[3] + frames[4]] + frames[5:]
+    header = json.loads(frames[2])
+    header["evaluation_key_count"] = 3
+    with pytest.raises(MalformedMessage, match="exceeds"):
+        decode([oversized[0], oversized[1], json.dumps(header).encode()] + oversized[3:])
+
+
+def test_too_many_frames_are_refused_before_decoding():
+    frames = encode(Input("s-1", "k", "bank", "base", b"x"), 1) + [b"", b""]
+    with pytest.raises(MessageTooLarge, match="frames"):
+        decode(frames)
 
 
 @pytest.mark.parametrize("message", EXAMPLES, ids=lambda m: m.TYPE.value)
@@ -56,8 +81,11 @@ def _frames(type_name=b"ACK", header=None, blobs=(), version=PROTOCOL_VERSION):
     (_frames(b"KEY_QUERY", {"seq": 1, "key_id": 5}), MalformedMessage, "str"),
     (_frames(b"KEY_QUERY", {"seq": 1, "key_id": "a", "extra": 1}), MalformedMessage, "unknown header"),
     (_frames(b"EVAL_KEY", {"seq": 1, "key_id": "a"}), MalformedMessage, "blob count"),
-    (_frames(b"ACK", {"seq": 1}, [b"stray"]), MalformedMessage, "extra frame"),
-    (_frames(b"CLIENT_KEY", {"seq": 1, "key_id": "a", "secret_keys_count": 3}, [b"x"]), MalformedMessage, "blob"),
+    (_frames(b"ACK", {"seq": 1}, [b"stray"]), MessageTooLarge, "frames"),
+    (_frames(b"CLIENT_KEY", {"seq": 1, "key_id": "a", "key_ids": [0], "secret_keys_count": 1}, [b"x", b"y"]),
+     MalformedMessage, "extra frame"),
+    (_frames(b"CLIENT_KEY", {"seq": 1, "key_id": "a", "key_ids": [0], "secret_keys_count": 3}, [b"x"]),
+     MalformedMessage, "blob"),
     (_frames(b"INPUT", {"seq": 1, "session_id": "s", "key_id": "k", "party": "bank", "variant": "v"},
              [b"x" * (2 * 1024 * 1024)]), MessageTooLarge, "limit"),
     ([PROTOCOL_VERSION, b"ACK"], MalformedMessage, "at least 3"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from credit_model.deployment import load_deployment
-from protocol.settings import RoleSettings, curve_for, role_command
+from protocol.settings import RoleSettings, curve_for, role_command, run_as_process
 
 from .service import Evaluator
 
@@ -23,4 +23,4 @@ def _run(settings: RoleSettings) -> None:
 main = role_command("evaluator", _run)
 
 if __name__ == "__main__":
-    main()
+    run_as_process(main)

@@ -8,15 +8,14 @@ from pathlib import Path
 
 from credit_model.deployment import Deployment
 from credit_model.schema import PARTIES
-from protocol.errors import ErrorCode, IllegalState, ProtocolError
+from protocol.errors import ErrorCode, Forbidden, IllegalState, OverQuota, ProtocolError
 from protocol.messages import (
-    Ack, Error, EvalKey, GetOutput, Input, KeyQuery, KeyStatus, Output, Run,
+    Ack, Error, EvalKey, GetOutput, Input, KeyQuery, KeyStatus, MessageType, Output, Run,
 )
 from protocol.node import Node
-from protocol.states import Event, SessionState
 
 from .runners import Job, ThreadRunner, WorkerPool
-from .store import BASE_VARIANT, Session, SessionStore, check_id
+from .store import Session, SessionStore, check_id
 
 log = logging.getLogger("fhe_credit_sim.evaluator")
 
@@ -39,17 +38,20 @@ class Evaluator(Node):
         if self.store.recovered:
             log.info("evaluator: recovered %d session(s) and %d key(s) from %s",
                      self.store.recovered, len(self.store.keys), workdir)
-        self.waiters: list[tuple[bytes, int, str, str, float]] = []  # parked GET_OUTPUT requests
+        self.waiters: list[tuple[bytes, int, str, str, str, float]] = []  # parked GET_OUTPUT requests
+        # One parked GET_OUTPUT per run is enough; more are refused so that waiting costs no memory.
+        self.max_waiters = 4 * max_sessions
         if workers > 0:
-            self.runner = WorkerPool(self, f"ipc://{Path(workdir).resolve()}/workers.ipc", workers,
-                                     str(deployment.directory), simulate, Path(workdir), worker_threads,
-                                     keys_dir=str(curve.keys_dir) if curve else None)
+            self.runner = WorkerPool(self, Path(workdir), workers, str(deployment.directory), simulate,
+                                     worker_threads, keys_dir=str(curve.keys_dir) if curve else None)
             self.runner.wait_ready(180)
         else:
             self.runner = ThreadRunner(deployment.server(simulate=simulate))
-        self.socket = self.serve_router(endpoint, self.handle)
+        # The largest legal message is the circuit's evaluation key: its type's limit is lowered to it.
+        limits = {MessageType.EVAL_KEY: self.eval_key_bytes + 64 * 1024} if self.eval_key_bytes else {}
+        self.socket = self.serve_router(endpoint, self.handle, limits=limits)
 
-    # --- message handlers -----------------------------------------------------------------
+    # --- message handlers (the sender is already authorized for the type: protocol/authorization.py) ----
     def handle(self, sender: str, packet):
         message = packet.message
         if isinstance(message, KeyQuery):
@@ -57,35 +59,36 @@ class Evaluator(Node):
             present = self.simulate or self.store.key_path(message.key_id) is not None
             return KeyStatus(message.key_id, present)
         if isinstance(message, EvalKey):
-            return self.on_eval_key(message)
+            return self.on_eval_key(sender, message)
         if isinstance(message, Input):
             return self.on_input(sender, message)
         if isinstance(message, Run):
-            return self.on_run(message)
+            return self.on_run(sender, message)
         if isinstance(message, GetOutput):
-            return self.on_get_output(message)
-        raise IllegalState(f"the evaluator does not accept {message.TYPE.value} messages")
+            return self.on_get_output(sender, message)
+        raise IllegalState(f"the evaluator has no handler for {message.TYPE.value}")
 
-    def on_eval_key(self, message: EvalKey):
-        from concrete import fhe
+    def on_eval_key(self, sender: str, message: EvalKey):
         check_id("key id", message.key_id)
         size = len(message.evaluation_key)
         if self.eval_key_bytes and size != self.eval_key_bytes:
             raise ProtocolError(f"evaluation key of the wrong shape: {size} bytes, this circuit's key has "
                                 f"{self.eval_key_bytes}", ErrorCode.BAD_CIPHERTEXT)
+        if self.store.key_path(message.key_id) is not None:
+            raise IllegalState(f"key id {message.key_id!r} already has an evaluation key (keys are never replaced)")
+        from concrete import fhe
         try:
             keys = fhe.EvaluationKeys.deserialize(message.evaluation_key)
         except Exception as exc:  # noqa: BLE001 - any failure means the key is not usable
             raise ProtocolError(f"evaluation key does not deserialize: {exc}", ErrorCode.BAD_CIPHERTEXT) from None
-        self.store.put_key(message.key_id, message.evaluation_key)
+        busy = {s.key_id for s in self.store.sessions.values() if s.running is not None}
+        self.store.put_key(message.key_id, message.evaluation_key, owner=sender, busy=busy)
         self.runner.prime(self.store.key_path(message.key_id), keys)
-        return Ack({"key_id": message.key_id, "bytes": len(message.evaluation_key)})
+        return Ack({"key_id": message.key_id, "bytes": size})
 
     def on_input(self, sender: str, message: Input):
         if message.party not in PARTIES:
             raise ProtocolError(f"unknown party {message.party!r}", ErrorCode.MALFORMED)
-        if sender != message.party:
-            raise ProtocolError(f"{sender} may not send the {message.party} input", ErrorCode.ILLEGAL_STATE)
         for kind, value in (("session id", message.session_id), ("key id", message.key_id),
                             ("variant", message.variant)):
             check_id(kind, value)
@@ -95,82 +98,79 @@ class Evaluator(Node):
         except Exception as exc:  # noqa: BLE001
             raise ProtocolError(f"{message.party} ciphertext does not deserialize: {exc}",
                                 ErrorCode.BAD_CIPHERTEXT) from None
-        session = self.store.open(message.session_id, message.key_id)
-        self.store.add_input(session, message.party, message.variant, message.ciphertext)
+        if message.party == "user":  # the applicant's own input opens its session
+            session = self.store.open(message.session_id, message.key_id, owner=sender)
+        else:  # bank and agency add to a session its user opened, under its key id
+            session = self.store.get(message.session_id)
+        self.store.add_input(session, message.party, message.variant, message.key_id, message.ciphertext)
         return Ack({"session_id": session.session_id, "state": session.machine.state.value,
                     "missing": session.missing()})
 
-    def on_run(self, message: Run):
-        session = self.store.get(message.session_id)
-        check_id("run id", message.run_id)
-        if session.machine.state is SessionState.COLLECTING:
-            raise ProtocolError(f"inputs missing from: {', '.join(session.missing())}",
-                                ErrorCode.MISSING_INPUTS)
-        paths = []
-        for party in PARTIES:
-            variant = message.variants.get(party, BASE_VARIANT)
-            if (party, variant) not in session.inputs:
-                raise ProtocolError(f"inputs missing from: {party} (variant {variant!r})",
-                                    ErrorCode.MISSING_INPUTS)
-            paths.append(session.inputs[(party, variant)])
+    def owned_session(self, sender: str, session_id: str):
+        session = self.store.get(session_id)
+        if session.owner != sender:
+            raise Forbidden(f"session {session_id!r} belongs to another owner")
+        return session
+
+    def on_run(self, sender: str, message: Run):
+        session = self.owned_session(sender, message.session_id)
+        chosen = self.store.plan_run(session, message.run_id, message.variants)
         key_path = None if self.simulate else self.store.key_path(session.key_id)
         if key_path is None and not self.simulate:
             raise ProtocolError(f"keys not generated yet: no evaluation key for key id {session.key_id!r}; "
                                 "the user must upload it first", ErrorCode.KEYS_NOT_GENERATED)
-        session.machine.fire(Event.RUN)
-        session.running = message.run_id
-        session.failures.pop(message.run_id, None)
-        output = session.directory / f"output__{message.run_id}.bin"
-        self.runner.submit(Job(session.session_id, message.run_id, key_path, tuple(paths), output))
+        inputs = self.store.start_run(session, message.run_id, chosen)
+        output = self.store.output_path(session)
+        self.runner.submit(Job(session.session_id, message.run_id, key_path, tuple(inputs), output))
         return Ack({"session_id": session.session_id, "run_id": message.run_id})
 
-    def on_get_output(self, message: GetOutput):
-        session = self.store.get(message.session_id)
+    def on_get_output(self, sender: str, message: GetOutput):
+        session = self.owned_session(sender, message.session_id)
+        check_id("run id", message.run_id)
         if message.run_id in session.failures:
             raise session.failures[message.run_id]
-        if message.run_id not in session.outputs:
+        record = session.outputs.get(message.run_id)
+        if record is None:
             running = session.running == message.run_id
             if running and message.wait_ms > 0:
+                if len(self.waiters) >= self.max_waiters:
+                    raise OverQuota(f"{len(self.waiters)} output requests are already waiting; ask again later")
                 deadline = time.monotonic() + min(message.wait_ms, 600_000) / 1000
-                self.waiters.append((self.current_identity, self.current_seq, session.session_id,
+                self.waiters.append((self.current_identity, self.current_seq, sender, session.session_id,
                                      message.run_id, deadline))
                 return None  # answered from tick() when the run ends or the wait expires
-            state = "is still running" if running else "was never started"
+            state = ("is still running" if running else "is no longer kept" if message.run_id in session.runs
+                     else "was never started")
             raise ProtocolError(f"output not ready: run {message.run_id!r} {state}",
                                 ErrorCode.OUTPUT_NOT_READY)
-        path = session.outputs[message.run_id]
-        return Output(session.session_id, message.run_id, session.seconds.get(message.run_id, 0.0),
-                      path.read_bytes())
+        return Output(session.session_id, message.run_id, record.seconds, dict(record.inputs),
+                      record.path.read_bytes())
 
     # --- background runs ------------------------------------------------------------------
     def tick(self) -> None:
         for done in self.runner.finished():
             job = done.job
             session: Session | None = self.store.sessions.get(job.session_id)
-            if session is None:
+            if session is None or session.running != job.run_id:
                 continue
-            session.running = None
             if done.error is not None:
-                session.failures[job.run_id] = ProtocolError(
-                    f"the circuit refused the inputs of run {job.run_id!r}: {done.error}", ErrorCode.BAD_CIPHERTEXT)
-                session.machine.fire(Event.RUN_FAILED)
+                self.store.fail_run(session, job.run_id, ProtocolError(
+                    f"the circuit refused the inputs of run {job.run_id!r}: {done.error}", ErrorCode.BAD_CIPHERTEXT))
                 continue
-            session.outputs[job.run_id] = job.output
-            session.seconds[job.run_id] = done.seconds
-            session.machine.fire(Event.RUN_DONE)
+            self.store.finish_run(session, job.run_id, job.output, done.seconds)
             log.info("evaluator: run %s of %s took %.2f s", job.run_id, job.session_id, done.seconds)
         self._answer_waiters()
 
     def _answer_waiters(self) -> None:
         """Reply to parked GET_OUTPUT requests whose run ended or whose wait expired."""
         now, still = time.monotonic(), []
-        for identity, seq, session_id, run_id, deadline in self.waiters:
+        for identity, seq, sender, session_id, run_id, deadline in self.waiters:
             session = self.store.sessions.get(session_id)
             if session is not None and session.running == run_id and now < deadline:
-                still.append((identity, seq, session_id, run_id, deadline))
+                still.append((identity, seq, sender, session_id, run_id, deadline))
                 continue
             try:
-                reply = self.on_get_output(GetOutput(session_id, run_id))
+                reply = self.on_get_output(sender, GetOutput(session_id, run_id))
             except ProtocolError as exc:
                 reply = Error(exc.code.value, exc.reason)
             self.send_reply(self.socket, identity, reply, seq)
@@ -179,7 +179,7 @@ class Evaluator(Node):
     def on_command(self, action: str, params: dict) -> dict:
         if action == "status":
             return {"sessions": len(self.store.sessions), "keys": len(self.store.keys),
-                    "bytes_on_disk": self.store.bytes_on_disk(),
+                    "bytes_on_disk": self.store.bytes_on_disk(), "bytes_by_owner": dict(self.store.bytes_by),
                     "simulate": self.simulate}
         return super().on_command(action, params)
 

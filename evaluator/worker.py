@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 import zmq
+import zmq.auth
 
 from credit_model.deployment import load_deployment
 from protocol.errors import ProtocolError
@@ -21,8 +22,9 @@ from .runners import Job, KeyCache, run_job
 @click.option("--endpoint", required=True, help="The evaluator's worker endpoint.")
 @click.option("--deployment", default=None)
 @click.option("--fhe", type=click.Choice(["execute", "simulate"]), default="execute")
-@click.option("--keys-dir", default=None, help="CURVE keys: the worker speaks as the evaluator itself.")
-def main(endpoint, deployment, fhe, keys_dir):
+@click.option("--worker-key", default=None, help="CURVE: the secret key file the evaluator made for its workers.")
+@click.option("--server-key", default=None, help="CURVE: the evaluator's public key file.")
+def main(endpoint, deployment, fhe, worker_key, server_key):
     """Serve FHE jobs for the evaluator until it says SHUTDOWN or a signal arrives."""
     server = load_deployment(deployment).server(simulate=fhe == "simulate")
     keys = KeyCache()
@@ -31,9 +33,9 @@ def main(endpoint, deployment, fhe, keys_dir):
         signal.signal(sig, lambda *_: stop.append(True))
     ctx = zmq.Context()
     sock = make_socket(ctx, zmq.DEALER, f"worker:{os.getpid()}")
-    if keys_dir:
-        from protocol.curve import Curve
-        Curve.load("evaluator", keys_dir).client("evaluator")(sock)
+    if worker_key:
+        sock.curve_publickey, sock.curve_secretkey = zmq.auth.load_certificate(worker_key)
+        sock.curve_serverkey = zmq.auth.load_certificate(server_key)[0]
     sock.connect(endpoint)
     sock.send_multipart(encode(Ready("worker", os.getpid(), {}), 0))
     parent = os.getppid()

@@ -19,6 +19,13 @@ EXPLAIN_WHEN_APPROVED = ("Explaining the prediction can only be done if the cred
 STRATEGIES = ("linear", "bisect")
 
 
+def is_approved(probabilities) -> bool:
+    """The one decision rule (the reference demo's argmax): approved only when p(approved) is strictly
+    greater than p(denied); a tie is denied. Every role, model, check and test decides with this."""
+    p_denied, p_approved = (float(p) for p in probabilities)
+    return p_approved > p_denied
+
+
 def decision_message(approved: bool) -> str:
     return APPROVED if approved else DENIED
 

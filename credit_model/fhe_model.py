@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Sequence
@@ -94,23 +95,40 @@ class MultiInputFHEModelClient(FHEModelClient):
         encrypted = self.client.encrypt(*self._party_args(party, self.quantize_party(party, x)))
         return encrypted[PARTIES.index(party)].serialize()
 
-    def export_secret_keys(self) -> list[bytes]:
-        """The client's LWE secret keys, serialized (this is the secret: share it with care)."""
+    def _circuit_json(self) -> dict:
+        return json.loads(self.client.specs.program_info.serialize())
+
+    def input_key_ids(self) -> list[int]:
+        """The secret key ids the circuit's inputs are encrypted under (the output uses another one)."""
+        circuit = self._circuit_json()["circuits"][0]
+        return sorted({i["typeInfo"]["lweCiphertext"]["encryption"]["keyId"] for i in circuit["inputs"]})
+
+    def export_input_secret_keys(self) -> tuple[list[int], list[bytes]]:
+        """The LWE secret keys the inputs are encrypted under, serialized, with their ids: what a party
+        needs to encrypt its input, and nothing that decrypts the output (it is under another key)."""
         self.generate_private_and_evaluation_keys(force=False)
         keyset = self.client.keys._keyset  # pylint: disable=protected-access
-        return [key.serialize() for key in keyset.get_client_keys().get_secret_keys()]
+        secret = keyset.get_client_keys().get_secret_keys()
+        ids = self.input_key_ids()
+        return ids, [secret[i].serialize() for i in ids]
 
-    def import_secret_keys(self, blobs: Sequence[bytes]) -> float:
-        """Rebuild a key set from another party's secret keys; returns the seconds it took."""
+    def import_input_secret_keys(self, ids: Sequence[int], blobs: Sequence[bytes]) -> float:
+        """Build a key set that can only encrypt inputs, from the user's input secret keys (no evaluation
+        keys are built: the program info it is made from lists none); returns the seconds it took."""
+        expected = self.input_key_ids()
+        if list(ids) != expected or len(blobs) != len(expected):
+            raise ValueError(f"expected the input secret keys {expected}, got ids {list(ids)[:8]} "
+                             f"with {len(blobs)} key(s)")
         params = self.client.specs.program_info.get_keyset_info().secret_keys()
-        if len(blobs) != len(params):
-            raise ValueError(f"expected {len(params)} secret keys, got {len(blobs)}")
-        for i, (blob, param) in enumerate(zip(blobs, params)):
-            check_secret_key_layout(bytes(blob), param.dimension(), i)
+        for key_id, blob in zip(ids, blobs):
+            check_secret_key_layout(bytes(blob), params[key_id].dimension(), key_id)
         start = time.perf_counter()
-        initial = {i: LweSecretKey.deserialize(bytes(b), params[i]) for i, b in enumerate(blobs)}
-        keys = fhe.Keys(self.client.specs)
-        keys.generate(initial_keys=initial)
+        spec = self._circuit_json()
+        spec["keyset"] = dict(spec["keyset"], lweBootstrapKeys=[], lweKeyswitchKeys=[], packingKeyswitchKeys=[])
+        from concrete.compiler import ProgramInfo
+        from concrete.fhe.compilation.specs import ClientSpecs
+        keys = fhe.Keys(ClientSpecs(ProgramInfo.deserialize(json.dumps(spec).encode())))
+        keys.generate(initial_keys={i: LweSecretKey.deserialize(bytes(b), params[i]) for i, b in zip(ids, blobs)})
         self.client.keys = keys
         return time.perf_counter() - start
 

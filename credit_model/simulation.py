@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .deployment import Deployment
+from .explainability import is_approved
 from .fhe_model import SimulatedPartyClient
 from .schema import PARTIES
 
@@ -17,11 +18,15 @@ class ClearModel:
         self.server = deployment.server(simulate=True)
         self.preprocessors = {p: deployment.preprocessor(p) for p in PARTIES}
 
-    def probability(self, records: Mapping[str, Mapping[str, Any]]) -> float:
-        """P(approved) for one applicant given each party's raw record."""
+    def probabilities(self, records: Mapping[str, Mapping[str, Any]]):
+        """[p(denied), p(approved)] for one applicant given each party's raw record."""
         blobs = [self.client.quantize_encrypt_serialize_party(p, self.preprocessors[p].transform_records([records[p]]))
                  for p in PARTIES]
-        return float(self.client.decrypt_probabilities(self.server.run_parties(blobs, None))[0][1])
+        return self.client.decrypt_probabilities(self.server.run_parties(blobs, None))[0]
+
+    def probability(self, records: Mapping[str, Mapping[str, Any]]) -> float:
+        """P(approved) for one applicant given each party's raw record."""
+        return float(self.probabilities(records)[1])
 
     def approved(self, records: Mapping[str, Mapping[str, Any]]) -> bool:
-        return self.probability(records) > 0.5
+        return is_approved(self.probabilities(records))

@@ -15,6 +15,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.tree import DecisionTreeClassifier as FloatTree
 
 from .deployment import ARTIFACTS, MANIFEST, write_manifest
+from .explainability import is_approved
 from .generator import LABEL, generate_applicants
 from .preprocessing import PartyPreprocessor
 from .real_data import load_real_data
@@ -150,7 +151,7 @@ def measure_fhe(directory: Path, slices, preprocessors, test: pd.DataFrame, mode
         output = server.run(tuple(blobs), keys)
         runs.append(time.perf_counter() - t0)
         output_bytes = len(output)
-        predictions.append(int(client.decrypt_probabilities(output).argmax(axis=1)[0]))
+        predictions.append(int(is_approved(client.decrypt_probabilities(output)[0])))
     predictions = np.asarray(predictions)
     return {
         "keygen_s": round(keygen_s, 3),

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from credit_model.schema import YEARS_EMPLOYED_BINS
-from protocol.errors import ErrorCode, IllegalState, ProtocolError
+from protocol.errors import ErrorCode, Forbidden, ProtocolError
 from protocol.messages import Ack, Candidate
-from protocol.settings import RoleSettings, role_command
+from protocol.settings import RoleSettings, role_command, run_as_process
 
 from .feature_party import FeatureParty, run_party
 
@@ -15,16 +15,14 @@ class Agency(FeatureParty):
         super().__init__("agency", settings)
 
     def handle_other(self, sender: str, message):
-        if not isinstance(message, Candidate):
+        if not isinstance(message, Candidate):  # only the user may send it: protocol/authorization.py
             return super().handle_other(sender, message)
-        if sender != "user":
-            raise IllegalState(f"only the user may ask for candidate bins, not {sender}")
         if message.session_id not in self.records:
             raise ProtocolError(f"the agency holds no record for session {message.session_id!r}",
                                 ErrorCode.UNKNOWN_SESSION)
         key_id, features = self.records[message.session_id]
         if key_id != message.key_id:
-            raise IllegalState(f"session {message.session_id!r} was encrypted under another key id")
+            raise Forbidden(f"session {message.session_id!r} was encrypted under another key id")
         own = YEARS_EMPLOYED_BINS.index(features["Years_employed"])
         target = own + message.offset
         if message.offset < 0 or target >= len(YEARS_EMPLOYED_BINS):
@@ -41,4 +39,4 @@ class Agency(FeatureParty):
 main = role_command("agency", lambda settings: run_party(Agency, settings))
 
 if __name__ == "__main__":
-    main()
+    run_as_process(main)

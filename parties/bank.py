@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol.settings import RoleSettings, role_command
+from protocol.settings import RoleSettings, role_command, run_as_process
 
 from .feature_party import FeatureParty, run_party
 
@@ -15,4 +15,4 @@ class Bank(FeatureParty):
 main = role_command("bank", lambda settings: run_party(Bank, settings))
 
 if __name__ == "__main__":
-    main()
+    run_as_process(main)

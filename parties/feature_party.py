@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 
@@ -40,6 +41,7 @@ class FeatureParty(Node):
 
     def __init__(self, party: str, settings: RoleSettings):
         super().__init__(party, settings.control, capture_dir=settings.capture_dir,
+                         capture_client_key=settings.capture_client_key,
                          curve=curve_for(party, settings), exit_with_parent=settings.exit_with_parent,
                          faults=settings.fault)
         self.party = party
@@ -61,11 +63,9 @@ class FeatureParty(Node):
 
     def handle(self, sender: str, packet):
         message = packet.message
-        if isinstance(message, ClientKey):
-            if sender != "user":
-                raise IllegalState(f"only the user may share the client key, not {sender}")
+        if isinstance(message, ClientKey):  # only the user may send it: protocol/authorization.py
             try:
-                seconds = self.encryptor.import_secret_keys(message.secret_keys)
+                seconds = self.encryptor.import_input_secret_keys(message.key_ids, message.secret_keys)
             except ValueError as exc:
                 raise ProtocolError(f"client key refused: {exc}", ErrorCode.MALFORMED) from None
             self.keys[message.key_id] = self.encryptor.client.keys
@@ -74,7 +74,7 @@ class FeatureParty(Node):
         return self.handle_other(sender, message)
 
     def handle_other(self, sender: str, message):
-        raise IllegalState(f"the {self.party} does not accept {message.TYPE.value} messages")
+        raise IllegalState(f"the {self.party} has no handler for {message.TYPE.value}")
 
     def encrypt(self, key_id: str, features: dict) -> bytes:
         matrix = validated_matrix(self.pre, features)
@@ -98,7 +98,8 @@ class FeatureParty(Node):
                 raise
             log.warning("%s: the evaluator refused our ciphertext (%s); resending once", self.party, exc.reason)
             ack = self.evaluator.request(message, self.settings.request_timeout)
-        return {"bytes": len(ciphertext), "encrypt_s": round(t1 - t0, 4),
+        return {"bytes": len(ciphertext), "sha256": hashlib.sha256(ciphertext).hexdigest(),
+                "encrypt_s": round(t1 - t0, 4),
                 "send_s": round(time.perf_counter() - t1, 4), "preview": ciphertext[:16].hex(),
                 "evaluator_state": ack.message.detail.get("state")}
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from concrete import fhe
 
 from credit_model.explainability import (
-    EXPLAIN_WHEN_APPROVED, STRATEGIES, decision_message, explain_bisect, explain_linear,
+    EXPLAIN_WHEN_APPROVED, STRATEGIES, decision_message, explain_bisect, explain_linear, is_approved,
 )
 from credit_model.deployment import load_deployment
 from protocol.errors import ErrorCode, ProtocolError, RemoteError
 from protocol.messages import Candidate, ClientKey, EvalKey, GetOutput, Input, KeyQuery, Output, Run
 from protocol.node import Node
-from protocol.settings import RoleSettings, curve_for, role_command
+from protocol.settings import RoleSettings, curve_for, role_command, run_as_process
 from protocol.states import APPLICATION_TABLE, ApplicationState, Event, StateMachine
 
 from .feature_party import make_encryptor, validated_matrix
@@ -31,6 +33,7 @@ class Application:
     machine: StateMachine
     runs: int = 0
     approved: bool | None = None
+    digests: dict[str, str] = field(default_factory=dict)  # party -> sha256 of its base ciphertext, if known
 
 
 class User(Node):
@@ -38,6 +41,7 @@ class User(Node):
 
     def __init__(self, settings: RoleSettings):
         super().__init__("user", settings.control, capture_dir=settings.capture_dir,
+                         capture_client_key=settings.capture_client_key,
                          curve=curve_for("user", settings), exit_with_parent=settings.exit_with_parent,
                          faults=settings.fault)
         self.settings = settings
@@ -61,7 +65,7 @@ class User(Node):
         if key_id not in self.keys:
             t0 = time.perf_counter()
             keys = fhe.Keys(self.encryptor.client.specs)
-            keys.generate()  # fresh random secret keys for every key id
+            self.off_loop("keygen", keys.generate)  # fresh random secret keys (OS entropy) for every key id
             self.keys[key_id] = keys
             steps["keygen_s"] = round(time.perf_counter() - t0, 3)
         self.encryptor.client.keys = self.keys[key_id]
@@ -73,23 +77,24 @@ class User(Node):
         if status.present:
             return {"eval_key_uploaded": False}
         t0 = time.perf_counter()
-        blob = self.encryptor.client.evaluation_keys.serialize()
+        blob = self.off_loop("serialize the evaluation key", lambda: self.encryptor.client.evaluation_keys.serialize())
         self.evaluator.request(EvalKey(key_id, blob), timeout)
         return {"eval_key_uploaded": True, "eval_key_bytes": len(blob),
                 "eval_key_upload_s": round(time.perf_counter() - t0, 3)}
 
     def share_client_key(self, key_id: str) -> dict:
-        """Send the secret keys to bank and agency (in parallel) unless they already have them."""
+        """Send the input secret keys to bank and agency (in parallel) unless they already have them.
+        The output's secret key is never sent: only the user can decrypt a decision."""
         todo = [peer for peer in KEY_HOLDERS if key_id not in self.shared[peer]]
         if not todo or self.simulate:
             return {"client_key_shared_with": []}
-        blobs = tuple(self.encryptor.export_secret_keys())
+        ids, blobs = self.encryptor.export_input_secret_keys()
         t0 = time.perf_counter()
-        pending = {peer: self.peers[peer].send(ClientKey(key_id, blobs)) for peer in todo}
+        pending = {peer: self.peers[peer].send(ClientKey(key_id, ids, tuple(blobs))) for peer in todo}
         for peer, seq in pending.items():
             self.peers[peer].wait_reply(seq, self.settings.request_timeout, "CLIENT_KEY")
             self.shared[peer].add(key_id)
-        return {"client_key_shared_with": todo, "client_key_bytes": sum(len(b) for b in blobs),
+        return {"client_key_shared_with": todo, "client_key_ids": ids, "client_key_bytes": sum(len(b) for b in blobs),
                 "client_key_share_s": round(time.perf_counter() - t0, 3)}
 
     # --- commands -------------------------------------------------------------------------
@@ -115,14 +120,17 @@ class User(Node):
         result["encrypt_s"] = round(time.perf_counter() - t0, 4)
         self.evaluator.request(Input(session_id, key_id, "user", "base", ciphertext), self.settings.request_timeout)
         result.update({"bytes": len(ciphertext), "preview": ciphertext[:16].hex()})
+        app.digests["user"] = hashlib.sha256(ciphertext).hexdigest()
         app.machine.fire(Event.PREPARE)
         self.apps[session_id] = app
         return result
 
-    def run_and_decrypt(self, app: Application, variants: dict) -> dict:
-        """Ask the evaluator to run, poll for the output until the run deadline, decrypt it."""
+    def run_and_decrypt(self, app: Application, variants: dict, expected: dict[str, str]) -> dict:
+        """Ask the evaluator to run (a fresh run id every time), wait for the output until the run deadline,
+        check that it is bound to the inputs this run was meant to use (`expected`: party -> sha256),
+        decrypt it."""
         app.runs += 1
-        run_id = f"r{app.runs}"
+        run_id = f"r{app.runs}-{secrets.token_hex(4)}"
         t0 = time.perf_counter()
         self.evaluator.request(Run(app.session_id, run_id, variants), self.settings.request_timeout)
         deadline = time.monotonic() + self.settings.run_timeout
@@ -136,14 +144,18 @@ class User(Node):
                 if exc.code is not ErrorCode.OUTPUT_NOT_READY or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
-        if not isinstance(output, Output):
-            raise ProtocolError(f"expected OUTPUT, got {output.TYPE.value}", ErrorCode.MALFORMED)
+        if not isinstance(output, Output) or output.run_id != run_id:
+            raise ProtocolError(f"expected the OUTPUT of run {run_id}, got {output.TYPE.value}", ErrorCode.MALFORMED)
+        wrong = [p for p, d in expected.items() if output.inputs.get(p) != d]
+        if wrong:
+            raise ProtocolError(f"the evaluator's output of run {run_id} is bound to other inputs than this run's "
+                                f"(party {', '.join(wrong)}): refused", ErrorCode.BAD_CIPHERTEXT)
         wait_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         if not self.simulate:
             self.encryptor.client.keys = self.keys[app.key_id]
         probabilities = self.encryptor.decrypt_probabilities(output.ciphertext)[0]
-        approved = bool(probabilities[1] > probabilities[0])
+        approved = is_approved(probabilities)
         return {"approved": approved, "probability": round(float(probabilities[1]), 4),
                 "run_s": round(output.run_seconds, 4), "wait_s": round(wait_s, 4),
                 "decrypt_s": round(time.perf_counter() - t1, 4), "output_bytes": len(output.ciphertext),
@@ -151,7 +163,7 @@ class User(Node):
 
     def predict(self, session_id: str) -> dict:
         app = self.application(session_id)
-        result = self.run_and_decrypt(app, {})
+        result = self.run_and_decrypt(app, {}, app.digests)
         app.approved = result["approved"]
         app.machine.fire(Event.DECIDED_APPROVED if app.approved else Event.DECIDED_DENIED)
         result["decision"] = decision_message(app.approved)
@@ -178,7 +190,8 @@ class User(Node):
         def run(offset: int) -> bool:
             variant = f"{strategy}-{app.runs + 1}-y{offset}"
             candidate = agency.request(Candidate(session_id, app.key_id, offset, variant), timeout).message.detail
-            outcome = self.run_and_decrypt(app, {"agency": variant})
+            expected = dict(app.digests, agency=candidate["sha256"])
+            outcome = self.run_and_decrypt(app, {"agency": variant}, expected)
             runs.append({"bin": candidate["bin"], "approved": outcome["approved"], "run_s": outcome["run_s"],
                          "bytes": candidate["bytes"], "output_bytes": outcome["output_bytes"]})
             return outcome["approved"]
@@ -212,4 +225,4 @@ def _run(settings: RoleSettings) -> None:
 main = role_command("user", _run)
 
 if __name__ == "__main__":
-    main()
+    run_as_process(main)

@@ -12,6 +12,7 @@ from typing import Callable
 import zmq
 
 from credit_model.deployment import Deployment
+from credit_model.explainability import is_approved
 from credit_model.schema import FEATURES, PARTIES
 from protocol.curve import Curve
 from protocol.messages import EvalKey, GetOutput, Input, Output, Run, decode, encode
@@ -80,7 +81,7 @@ def concurrent_sessions(deployment: Deployment, sessions: int, log: Callable[[st
                     out = ask("user", GetOutput(session, "r1", int(timeout * 1000)))
                     if not isinstance(out, Output):
                         raise RuntimeError(f"applicant {i}: {out}")
-                    approved = bool(client.decrypt_probabilities(out.ciphertext)[0].argmax() == 1)
+                    approved = is_approved(client.decrypt_probabilities(out.ciphertext)[0])
                     results[i] = {"approved": approved, "expected": expected[i], "run_s": out.run_seconds}
                 except Exception as exc:  # noqa: BLE001 - counted as a failed session
                     results[i] = {"error": f"{type(exc).__name__}: {exc}"}

@@ -41,18 +41,30 @@ def test_each_party_encrypts_only_its_slice(deployment, keyed_client, alice):
         keyed_client.quantize_encrypt_serialize_party("bank", np.zeros((1, 2)))
 
 
-def test_shared_secret_keys_encrypt_for_the_key_owner(deployment, keyed_client, alice, clear_model):
-    """Bank imports the user's secret keys; the user decrypts what the bank's ciphertext contributed to."""
+def test_the_inputs_secret_key_lets_the_bank_encrypt_for_the_key_owner_but_not_decrypt(deployment, keyed_client,
+                                                                                       alice, clear_model):
+    """Bank imports only the inputs' secret key; the user decrypts what the bank's ciphertext contributed to;
+    the bank's key set cannot decrypt the output (it is under a key the user never shares)."""
     bank = deployment.client()
-    bank.import_secret_keys(keyed_client.export_secret_keys())
+    ids, secret = keyed_client.export_input_secret_keys()
+    all_keys = keyed_client.client.keys._keyset.get_client_keys().get_secret_keys()
+    assert ids == [0] and len(all_keys) == 3 and secret == [all_keys[0].serialize()]
+    bank.import_input_secret_keys(ids, secret)
     records = {**alice, "bank": {"Account_age": 0}}
     blobs = list(encrypt_all(keyed_client, deployment, records))
     blobs[1] = bank.quantize_encrypt_serialize_party("bank", deployment.preprocessor("bank").transform_records([records["bank"]]))
     keys = fhe.EvaluationKeys.deserialize(keyed_client.get_serialized_evaluation_keys())
     output = deployment.server().run_parties(blobs, keys)
-    assert keyed_client.decrypt_probabilities(output)[0][1] == pytest.approx(clear_model.probability(records))
-    with pytest.raises(ValueError, match="secret keys"):
-        bank.import_secret_keys([b"x"])
+    truth = keyed_client.decrypt_probabilities(output)[0]
+    assert truth[1] == pytest.approx(clear_model.probability(records))
+    right = keyed_client.client.decrypt(fhe.Value.deserialize(output))
+    others = [deployment.client() for _ in range(3)]  # each with the input key and its own random other keys
+    for other in others:
+        other.import_input_secret_keys(ids, secret)
+    matches = [bool((other.client.decrypt(fhe.Value.deserialize(output)) == right).all()) for other in others]
+    assert matches != [True] * 3  # a wrong key matches by chance 1/256 of the time: all three, never
+    with pytest.raises(ValueError, match="input secret keys"):
+        bank.import_input_secret_keys([0, 1, 2], secret * 3)  # every key, the output's too: refused
 
 
 @pytest.mark.slow

@@ -35,8 +35,9 @@ def test_approved_with_real_fhe_and_the_evaluator_never_sees_the_client_key(tmp_
     ev_dir.mkdir()
     bank_dir.mkdir()
     run_dir = tmp_path / "run"
-    report = run("approved", run_dir=run_dir, extra_args={"evaluator": ["--capture-dir", str(ev_dir)],
-                                                          "bank": ["--capture-dir", str(bank_dir)]})
+    report = run("approved", run_dir=run_dir, extra_args={
+        "evaluator": ["--capture-dir", str(ev_dir)],
+        "bank": ["--capture-dir", str(bank_dir), "--capture-client-key"]})
     assert_passed(report)
     assert report.applicants[0].decision == "Credit card is likely to be approved ✅"
 
@@ -71,8 +72,8 @@ def test_approved_with_real_fhe_and_the_evaluator_never_sees_the_client_key(tmp_
             assert value not in text, (name, value)
     # everything the evaluator stored (evaluation keys, ciphertexts) is private to its owner
     stored = [p for p in (run_dir / "evaluator").rglob("*") if p.is_file()]
-    assert any(p.suffix == ".evk" for p in stored) and any(p.name.startswith("input__") for p in stored)
-    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in stored if p.suffix in (".evk", ".bin"))
+    assert any(p.suffix == ".evk" for p in stored) and any(p.name.startswith("i") and p.suffix == ".bin" for p in stored)
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in stored if p.suffix in (".evk", ".bin", ".json"))
 
 
 @pytest.mark.fhe

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -14,14 +15,16 @@ from pathlib import Path
 
 import zmq
 
+from protocol.authorization import authorize
 from protocol.curve import Curve, create_keys
 from protocol.errors import ErrorCode, ProtocolError, RemoteError
-from protocol.messages import Command, Error, Ready, Result, Shutdown, decode, encode
-from protocol.transport import TrafficLog, make_socket
+from protocol.messages import Command, Error, Packet, Ready, Result, Shutdown, decode, encode
+from protocol.transport import TrafficLog, make_socket, receive, role_of, send_nowait
 
 ROLES = ("evaluator", "user", "bank", "agency")
 MODULES = {"evaluator": "evaluator", "user": "parties.user", "bank": "parties.bank", "agency": "parties.agency"}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("fhe_credit_sim.runner")
 
 
 class RoleFailure(ProtocolError):
@@ -88,14 +91,16 @@ class ProcessSet:
         self.fhe, self.deployment = fhe, deployment
         self.extra_args = extra_args or {}
         self.ctx = zmq.Context()
-        self.control = make_socket(self.ctx, zmq.ROUTER)
+        self.control = make_socket(self.ctx, zmq.ROUTER, max_frame=Result.MAX_BYTES)
         self.keys_dir: Path | None = None
         self.curve = None
+        self.key_roles: dict[str, str] = {}
         if secure:  # fresh CURVE key pairs for this run (files 0600), or the given ones
             self.keys_dir = Path(keys_dir) if keys_dir else create_keys(self.run_dir / "keys")
             self.curve = Curve.load("runner", self.keys_dir)
             self.curve.start_authenticator(self.ctx)
             self.curve.server(self.control)
+            self.key_roles = self.curve.roles_by_key()
         self.control.bind(self.endpoints["control"])
         self.procs: dict[str, RoleProcess] = {}
         self.traffic = TrafficLog("runner")
@@ -131,15 +136,29 @@ class ProcessSet:
                 raise RoleFailure(late[0], f"{', '.join(late)} did not announce READY within {timeout:.0f} s",
                                   ErrorCode.TIMEOUT)
             if self.control.poll(100, zmq.POLLIN):
-                identity, *frames = self.control.recv_multipart()
-                try:
-                    packet = decode(frames)
-                except ProtocolError:
+                got = self._receive()
+                if got is None:
                     continue
-                if isinstance(packet.message, Ready) and packet.message.role in self.procs:
-                    self.procs[packet.message.role].identity = identity
-                    self.procs[packet.message.role].pid = packet.message.pid
+                identity, sender, packet = got
+                proc = self.procs.get(sender)
+                if isinstance(packet.message, Ready) and proc is not None and proc.identity is None:
+                    proc.identity, proc.pid = identity, packet.message.pid
         return self.pids()
+
+    def _receive(self) -> tuple[bytes, str, Packet] | None:
+        """One message on the control socket, from the role its CURVE key proves (READY names only the
+        sender itself: protocol/authorization.py), or None for anything refused."""
+        got = receive(self.control, router=True)
+        sender = role_of(got.identity) if self.curve is None else self.key_roles.get(got.user_id or "", "unknown")
+        try:
+            if got.too_large or not got.frames:
+                raise ProtocolError(got.too_large or "empty message", ErrorCode.TOO_LARGE)
+            packet = decode(got.frames)
+            authorize("runner", sender, packet.message)
+        except ProtocolError as exc:
+            log.warning("runner: refused a control message from %s: %s", sender, str(exc)[:300])
+            return None
+        return got.identity, sender, packet
 
     def kill(self, role: str) -> None:
         """SIGKILL a role (fault injection); it stays dead unless restarted."""
@@ -181,11 +200,9 @@ class ProcessSet:
         frames = encode(Command(action, params), seq)
         self.traffic.add(role, frames)
         self._check_alive(f"about to run {action}")
-        try:
-            self.control.send_multipart([proc.identity] + frames)
-        except zmq.ZMQError as exc:
-            raise RoleFailure(role, f"the {role} cannot be reached for {action!r}: {exc}",
-                              ErrorCode.TIMEOUT) from None
+        if not send_nowait(self.control, [proc.identity] + frames):
+            raise RoleFailure(role, f"the {role} cannot be reached for {action!r} (disconnected, or not reading)",
+                              ErrorCode.TIMEOUT)
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive(f"running {action}")
@@ -194,12 +211,11 @@ class ProcessSet:
                                   ErrorCode.TIMEOUT)
             if not self.control.poll(100, zmq.POLLIN):
                 continue
-            identity, *frames = self.control.recv_multipart()
-            try:
-                packet = decode(frames)
-            except ProtocolError:
+            got = self._receive()
+            if got is None:
                 continue
-            if identity != proc.identity or packet.seq != seq:
+            identity, sender, packet = got
+            if identity != proc.identity or sender != role or packet.seq != seq:
                 continue
             if isinstance(packet.message, Error):
                 raise RemoteError(packet.message.reason, ErrorCode.parse(packet.message.code), role)
@@ -210,10 +226,7 @@ class ProcessSet:
         """SHUTDOWN every role, then SIGTERM, then SIGKILL; close the control socket. Returns exit codes."""
         for proc in self.procs.values():
             if proc.identity is not None and proc.exit_code() is None:
-                try:
-                    self.control.send_multipart([proc.identity] + encode(Shutdown(), 0), zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass
+                send_nowait(self.control, [proc.identity] + encode(Shutdown(), 0))
         deadline = time.monotonic() + grace
         for sig in (None, signal.SIGTERM, signal.SIGKILL):
             for proc in self.procs.values():

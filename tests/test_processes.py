@@ -5,57 +5,11 @@ import signal
 import time
 
 import pytest
-import zmq
 
 from protocol import PROTOCOL_VERSION
-from protocol.messages import ClientKey, GetOutput, Input, KeyQuery, Ping, Run, decode, encode
-from protocol.curve import Curve
-from protocol.transport import make_socket
-from scenarios.processes import ProcessSet, RoleFailure
-
-
-@pytest.fixture
-def start_roles(tmp_path):
-    """Start a subset of roles as real processes on ipc endpoints under tmp; always stopped afterwards."""
-    started = []
-
-    def start(roles, fhe="simulate", transport="ipc"):
-        run_dir = tmp_path / f"run{len(started)}"
-        run_dir.mkdir()
-        procs = ProcessSet(run_dir, transport, fhe, None)
-        started.append(procs)
-        procs.start(180, roles)
-        return procs
-
-    yield start
-    for procs in started:
-        procs.stop()
-
-
-@pytest.fixture
-def client_socket():
-    """A DEALER speaking as `identity`'s role with that role's CURVE keys from the run (or none)."""
-    ctx = zmq.Context()
-    sockets = []
-
-    def connect(endpoint, identity, keys_dir=None, server="evaluator"):
-        sock = make_socket(ctx, zmq.DEALER, identity)
-        if keys_dir is not None:
-            Curve.load(identity.split(":")[0], keys_dir).client(server)(sock)
-        sock.connect(endpoint)
-        sockets.append(sock)
-        return sock
-
-    yield connect
-    for sock in sockets:
-        sock.close(linger=0)
-    ctx.term()
-
-
-def ask(sock, frames, timeout=20.0):
-    sock.send_multipart(frames)
-    assert sock.poll(int(timeout * 1000), zmq.POLLIN), "no reply before the deadline"
-    return decode(sock.recv_multipart())
+from protocol.messages import ClientKey, GetOutput, Input, KeyQuery, Ping, Run, encode
+from scenarios.processes import RoleFailure
+from tests.conftest import ask
 
 
 def error_code(packet):
@@ -71,13 +25,13 @@ def test_evaluator_answers_every_bad_message_with_an_error_and_keeps_serving(sta
         ([PROTOCOL_VERSION, b"TELEPORT", b'{"seq": 2}'], "UNKNOWN_TYPE"),
         ([PROTOCOL_VERSION, b"PING", b"{bad json"], "MALFORMED"),
         ([PROTOCOL_VERSION], "MALFORMED"),
-        (encode(GetOutput("nobody-1", "r1"), 3), "UNKNOWN_SESSION"),
-        (encode(Run("nobody-1", "r1", {}), 4), "UNKNOWN_SESSION"),
+        (encode(GetOutput("nobody-1", "r1"), 3), "FORBIDDEN"),  # only the user may ask for outputs
+        (encode(Run("nobody-1", "r1", {}), 4), "FORBIDDEN"),        # ... or runs
         (encode(Input("s-1", "k", "bank", "base", b"not a ciphertext"), 5), "BAD_CIPHERTEXT"),
-        (encode(Input("s-1", "k", "user", "base", b"x"), 6), "ILLEGAL_STATE"),  # bank posing as the user
+        (encode(Input("s-1", "k", "user", "base", b"x"), 6), "FORBIDDEN"),  # bank posing as the user
         (encode(Input("../../etc", "k", "bank", "base", b"x"), 7), "MALFORMED"),
-        (encode(ClientKey("k", (b"secret",)), 8), "ILLEGAL_STATE"),  # the evaluator refuses client keys
-        (encode(KeyQuery("../k"), 9), "MALFORMED"),
+        (encode(ClientKey("k", [0], (b"secret",)), 8), "FORBIDDEN"),  # the evaluator refuses client keys
+        (encode(KeyQuery("k"), 9), "FORBIDDEN"),  # only the user may ask about keys
     ]
     for frames, code in cases:
         assert error_code(ask(bank, frames)) == code, frames[:2]
@@ -174,3 +128,43 @@ def test_roles_and_workers_do_not_outlive_a_killed_runner(tmp_path):
     finally:
         if runner.poll() is None:
             runner.kill()
+
+
+def _sigterm_and_time(proc) -> float:
+    t0 = time.monotonic()
+    proc.popen.send_signal(signal.SIGTERM)
+    code = proc.popen.wait(10)
+    assert code == 0, f"{proc.role} exited with {code}: {proc.log_tail()}"
+    return time.monotonic() - t0
+
+
+def _send_command(procs, role, action, params):
+    """Send a COMMAND without waiting for its RESULT (the role is about to be stopped mid-way)."""
+    from protocol.messages import Command
+    from protocol.transport import send_nowait
+    assert send_nowait(procs.control, [procs.procs[role].identity] + encode(Command(action, params), 999))
+
+
+@pytest.mark.fhe
+def test_sigterm_ends_the_user_within_two_seconds_even_during_key_generation(start_roles, alice):
+    procs = start_roles(("evaluator", "user", "bank", "agency"), fhe="execute")
+    _send_command(procs, "user", "prepare", {"session_id": "a-1", "key_id": "alice", "features": alice["user"]})
+    time.sleep(0.4)  # key generation takes about 2 s
+    seconds = _sigterm_and_time(procs.procs["user"])
+    print(f"\nSIGTERM during keygen: the user exited in {seconds:.2f} s")
+    assert seconds < 2.0
+
+
+@pytest.mark.parametrize("role, action", [("user", "prepare"), ("bank", "encrypt"), ("agency", "encrypt")])
+def test_sigterm_ends_a_role_within_two_seconds_while_it_waits_on_a_frozen_peer(start_roles, alice, role, action):
+    procs = start_roles(("evaluator", "user", "bank", "agency"))
+    os.kill(procs.procs["evaluator"].popen.pid, signal.SIGSTOP)
+    try:
+        features = alice[role]
+        _send_command(procs, role, action, {"session_id": "a-1", "key_id": "alice", "features": features})
+        time.sleep(0.5)  # now waiting for the evaluator's answer
+        seconds = _sigterm_and_time(procs.procs[role])
+        print(f"\nSIGTERM while waiting on a frozen evaluator: the {role} exited in {seconds:.2f} s")
+        assert seconds < 2.0
+    finally:
+        os.kill(procs.procs["evaluator"].popen.pid, signal.SIGCONT)

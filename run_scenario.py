@@ -111,9 +111,10 @@ def validate(scenario_files):
 
 @cli.command()
 @click.option("--quick", is_flag=True, help="A reduced set (fewer repeats, no depth sweep): a few minutes.")
+@click.option("--hostile", is_flag=True, help="Only the hostile-peer figures (slow reader, floods, hostile files).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
 @click.option("--deployment", type=click.Path(file_okay=False, exists=True), default=None)
-def bench(quick, json_path, deployment):
+def bench(quick, hostile, json_path, deployment):
     """Measure the committed model end to end with real FHE and print the figures."""
     import json
     import platform
@@ -123,6 +124,13 @@ def bench(quick, json_path, deployment):
 
     dep = load_deployment(deployment)
     approved = load_scenario(SCENARIO_DIR / "approved.yaml").applicants[0].data
+    if hostile:
+        from scenarios.hostile_bench import run_hostile_bench
+
+        figures = run_hostile_bench(dep, approved, click.echo)
+        if json_path:
+            json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        return
     no_bin = load_scenario(SCENARIO_DIR / "denied_no_bin_helps.yaml").applicants[0].data
     found = load_scenario(SCENARIO_DIR / "denied_bin_found.yaml").applicants[0].data
     bins = ("0-2", "2-5", "5-8", "8-11", "11-18", "18+")
@@ -167,7 +175,11 @@ def load(sessions, json_path):
 @click.option("--fhe", type=click.Choice(["execute", "simulate"]), default="execute",
               help="How the evaluator under test runs (decides what the legal sequence expects).")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Deadline of every reply, seconds.")
-def conformance(role, endpoint, server_key, keys_dir, fhe, timeout):
+@click.option("--deployment", type=click.Path(file_okay=False, exists=True), default=None,
+              help="The deployment the implementation serves (its circuit, key size and schema).")
+@click.option("--max-sessions", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="The evaluator's session bound (its --max-sessions), for the eviction check.")
+def conformance(role, endpoint, server_key, keys_dir, fhe, timeout, deployment, max_sessions):
     """Check any implementation of a serving role against the protocol; one line per check."""
     from protocol.conformance import run_conformance
 
@@ -175,7 +187,7 @@ def conformance(role, endpoint, server_key, keys_dir, fhe, timeout):
         click.echo(f"{'PASS' if result.ok else 'FAIL'}  {result.name}" + (f": {result.detail}" if result.detail else ""))
 
     results = run_conformance(role, endpoint, keys_dir, server_key.encode() if server_key else None,
-                              fhe, timeout, report)
+                              fhe, timeout, report, deployment, max_sessions)
     failed = sum(not r.ok for r in results)
     click.echo(f"{len(results) - failed} passed, {failed} failed")
     if failed:

@@ -64,3 +64,71 @@ def test_a_broken_implementation_fails_and_is_told_why():
     assert "FAIL  bank: version: an unknown version tag gets VERSION_MISMATCH" in result.output
     summary = [line for line in result.output.splitlines() if line.endswith(" failed")]
     assert len(summary) == 1 and not summary[0].endswith(" 0 failed")
+
+
+# Each deliberately broken implementation (tests/broken_roles.py) and a check the suite must fail on it.
+BROKEN = {
+    "admits_any_key": ("evaluator", "admission: a client with an unknown CURVE key gets no answer"),
+    "no_authorization": ("evaluator", "authorization: every type from every identity"),
+    "parties_open_sessions": ("evaluator", "ownership: bank and agency cannot open a session"),
+    "any_key_size": ("evaluator", "keys: an evaluation key of any other size"),
+    "no_size_limits": ("evaluator", "limits: a message over its type's limit"),
+    "never_evicts": ("evaluator", "quota: the user's sessions beyond 20 evict its own oldest"),
+    "unsafe_ids": ("evaluator", "ids: a trailing newline"),
+    "blocking_replies": ("evaluator", "slow reader"),
+    "reuses_run_ids": ("evaluator", "runs: a run id is never reused"),
+    "accepts_output_key": ("bank", "custody: a CLIENT_KEY carrying the output's secret key"),
+}
+
+
+def start_broken(flaw, role, tmp_path, fhe):
+    import subprocess
+    import sys
+    import time
+
+    from protocol.curve import Curve
+    from protocol.messages import Ping
+    from scenarios.processes import PROJECT_ROOT, free_tcp_port
+    from tests.conftest import ask
+
+    keys = tmp_path / "keys"
+    assert CliRunner().invoke(cli, ["keys", str(keys)]).exit_code == 0
+    url = {n: f"tcp://127.0.0.1:{free_tcp_port()}" for n in ("evaluator", "bank", "agency")}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.broken_roles", flaw, role, "--evaluator", url["evaluator"],
+                             "--bank", url["bank"], "--agency", url["agency"], "--keys-dir", str(keys),
+                             "--fhe", fhe, "--workdir", str(tmp_path / "work")],
+                            cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "role.log", "wb"))
+    ctx = zmq.Context()
+    sock = make_socket(ctx, zmq.DEALER, "user:1")
+    Curve.load("user", keys).client(role)(sock)
+    sock.connect(url[role])
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # ready when it answers a PING
+            assert proc.poll() is None, (tmp_path / "role.log").read_text()[-2000:]
+            try:
+                ask(sock, encode(Ping(), 1), timeout=2)
+                break
+            except AssertionError:
+                continue
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    return proc, url[role], keys
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flaw", sorted(BROKEN))
+def test_the_suite_fails_each_deliberately_broken_implementation(flaw, tmp_path):
+    role, check = BROKEN[flaw]
+    fhe = "execute" if flaw == "any_key_size" else "simulate"
+    proc, endpoint, keys = start_broken(flaw, role, tmp_path, fhe)
+    try:
+        result = CliRunner().invoke(cli, ["conformance", "--role", role, "--endpoint", endpoint, "--keys-dir",
+                                          str(keys), "--fhe", fhe, "--timeout", "10"])
+    finally:
+        proc.kill()
+        proc.wait(10)
+    failed = [line for line in result.output.splitlines() if line.startswith("FAIL")]
+    assert result.exit_code == 1, result.output
+    assert any(check in line for line in failed), f"{flaw}: expected a FAIL of {check!r}, got:\n" + "\n".join(failed)

@@ -1,105 +1,23 @@
-"""Protocol conformance checks against any implementation of a serving role (evaluator, bank, agency)."""
+"""The conformance checks of a well-behaved peer: handshake, versions, errors, and each role's legal sequence."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-from typing import Callable
 
-import zmq
+from .. import PROTOCOL_VERSION
+from ..messages import Candidate, ClientKey, EvalKey, GetOutput, Input, KeyQuery, Ping, Run, encode
+from .target import Check, Target, is_error as _is_error, is_type as _is, show as _show
 
-from . import PROTOCOL_VERSION
-from .messages import (
-    Candidate, ClientKey, EvalKey, GetOutput, Input, KeyQuery, Message, Ping, Run, decode, encode,
-)
-from .transport import make_socket
-
-SERVING_ROLES = ("evaluator", "bank", "agency")
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    ok: bool
-    detail: str = ""
+# One applicant's record; any valid one would do. The expected answer comes from the clear model.
+RECORD = {"user": {"Own_car": True, "Own_property": True, "Mobile_phone": True, "Num_children": 0,
+                   "Household_size": 2, "Total_income": 95400.0, "Age": 34, "Income_type": "Working",
+                   "Education_type": "Incomplete higher", "Family_status": "Married",
+                   "Occupation_type": "Core staff", "Housing_type": "House / apartment"},
+          "bank": {"Account_age": 41}, "agency": {"Years_employed": "5-8", "Employed": True}}
 
 
-class Target:
-    """DEALER sockets to the role under test, one per identity it must see (user, bank, agency)."""
-
-    def __init__(self, role: str, endpoint: str, keys_dir: str | None, server_key: bytes | None,
-                 timeout: float):
-        self.role, self.endpoint, self.timeout = role, endpoint, timeout
-        self.ctx = zmq.Context()
-        self.keys_dir, self.server_key = keys_dir, server_key
-        self.socks: dict[str, zmq.Socket] = {}
-        self.seq = 0
-
-    def sock(self, as_role: str) -> zmq.Socket:
-        if as_role not in self.socks:
-            sock = make_socket(self.ctx, zmq.DEALER, f"{as_role}:{os.getpid()}")
-            if self.keys_dir:
-                from .curve import Curve
-                curve = Curve.load(as_role, self.keys_dir)
-                sock.curve_secretkey, sock.curve_publickey = curve.secret, curve.public
-                sock.curve_serverkey = self.server_key or curve.peer_key(self.role)
-            sock.connect(self.endpoint)
-            self.socks[as_role] = sock
-        return self.socks[as_role]
-
-    def raw(self, frames: list[bytes], as_role: str = "user"):
-        """Send frames; return the decoded reply (None on timeout). Replies to other seqs are skipped."""
-        sock = self.sock(as_role)
-        sock.send_multipart(frames)
-        while sock.poll(int(self.timeout * 1000)):
-            try:
-                packet = decode(sock.recv_multipart())
-            except Exception:  # noqa: BLE001 - an undecodable reply is no reply
-                return "undecodable"
-            return packet
-        return None
-
-    def message(self, frames: list[bytes], as_role: str = "user"):
-        """Send raw frames; the reply's message, or what went wrong instead, as text."""
-        packet = self.raw(frames, as_role)
-        return packet if packet is None or isinstance(packet, str) else packet.message
-
-    def ask(self, message: Message, as_role: str = "user"):
-        self.seq += 1
-        packet = self.raw(encode(message, self.seq), as_role)
-        if packet is None or packet == "undecodable":
-            return packet
-        return packet.message if packet.seq == self.seq else f"reply carried seq {packet.seq}, not {self.seq}"
-
-    def close(self) -> None:
-        for sock in self.socks.values():
-            sock.close(linger=0)
-        self.ctx.term()
-
-
-def _is_error(reply, code: str, mention: str = "") -> tuple[bool, str]:
-    ok = getattr(reply, "TYPE", None) is not None and reply.TYPE.value == "ERROR" and reply.code == code \
-        and mention in reply.reason
-    return ok, f"expected ERROR {code}{' mentioning ' + repr(mention) if mention else ''}, got {_show(reply)}"
-
-
-def _is(reply, type_name: str, **fields) -> tuple[bool, str]:
-    ok = getattr(reply, "TYPE", None) is not None and reply.TYPE.value == type_name and all(
-        getattr(reply, k, None) == v for k, v in fields.items())
-    return ok, f"expected {type_name} {fields or ''}, got {_show(reply)}"
-
-
-def _show(reply) -> str:
-    if reply is None:
-        return "no reply before the deadline"
-    if isinstance(reply, str):
-        return reply
-    text = json.dumps({k: v for k, v in reply.__dict__.items() if not isinstance(v, (bytes, tuple))})
-    return f"{reply.TYPE.value} {text[:160]}"
-
-
-def common_checks(t: Target) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
+def common_checks(t: Target) -> list[Check]:
     """What every serving role must do: handshake, version negotiation, and refusing garbage."""
     header = json.dumps({"seq": 5}).encode()
     return [
@@ -121,7 +39,7 @@ def common_checks(t: Target) -> list[tuple[str, Callable[[], tuple[bool, str]]]]
     ]
 
 
-def evaluator_checks(t: Target, fhe: str) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
+def evaluator_checks(t: Target, fhe: str, materials) -> list[Check]:
     checks = [
         ("KEY_QUERY for an unknown key answers present=false",
          lambda: _is(t.ask(KeyQuery("conformance-nokey")), "KEY_STATUS", present=fhe == "simulate")),
@@ -133,42 +51,30 @@ def evaluator_checks(t: Target, fhe: str) -> list[tuple[str, Callable[[], tuple[
          lambda: _is_error(t.ask(Run("conf-none", "r1", {})), "UNKNOWN_SESSION")),
         ("an INPUT that does not deserialize gets BAD_CIPHERTEXT",
          lambda: _is_error(t.ask(Input("conf-1", "conf", "user", "base", b"garbage")), "BAD_CIPHERTEXT")),
-        ("an INPUT for another party than the sender gets ILLEGAL_STATE",
-         lambda: _is_error(t.ask(Input("conf-1", "conf", "bank", "base", b"x"), "user"), "ILLEGAL_STATE")),
+        ("an INPUT for another party than the sender gets FORBIDDEN",
+         lambda: _is_error(t.ask(Input("conf-1", "conf", "bank", "base", b"x"), "user"), "FORBIDDEN")),
         ("an unsafe session id gets MALFORMED",
          lambda: _is_error(t.ask(Input("../etc", "conf", "user", "base", b"x")), "MALFORMED")),
-        ("the evaluator refuses a CLIENT_KEY", lambda: _is_error(t.ask(ClientKey("conf", (b"k",))), "ILLEGAL_STATE")),
+        ("the evaluator refuses a CLIENT_KEY (FORBIDDEN)",
+         lambda: _is_error(t.ask(ClientKey("conf", [0], (b"k",))), "FORBIDDEN")),
     ]
-    return checks + [("legal sequence: " + name, check) for name, check in legal_evaluator_sequence(t, fhe)]
+    return checks + [("legal sequence: " + name, check) for name, check in legal_evaluator_sequence(t, fhe, materials)]
 
 
-def legal_evaluator_sequence(t: Target, fhe: str):
+def legal_evaluator_sequence(t: Target, fhe: str, materials):
     """KEY_QUERY, EVAL_KEY, INPUT x3 (errors in between), RUN, GET_OUTPUT; the output must decrypt right."""
-    from credit_model.deployment import load_deployment
     from credit_model.simulation import ClearModel
 
     state: dict = {}
-    record = {"user": {"Own_car": True, "Own_property": True, "Mobile_phone": True, "Num_children": 0,
-                       "Household_size": 2, "Total_income": 95400.0, "Age": 34, "Income_type": "Working",
-                       "Education_type": "Incomplete higher", "Family_status": "Married",
-                       "Occupation_type": "Core staff", "Housing_type": "House / apartment"},
-              "bank": {"Account_age": 41}, "agency": {"Years_employed": "5-8", "Employed": True}}
+    record = RECORD
     sid, key = f"conf-{os.getpid()}", f"conf{os.getpid()}"
 
     def setup():
-        dep = load_deployment()
-        from credit_model.fhe_model import SimulatedPartyClient
-        client = dep.client()
-        if fhe == "simulate":
-            client = SimulatedPartyClient(client)
-        else:
-            client.generate_private_and_evaluation_keys()
-        state.update(client=client, blobs={p: client.quantize_encrypt_serialize_party(
-            p, dep.preprocessor(p).transform_records([record[p]])) for p in record},
-            clear=ClearModel(dep).probability(record))
+        state.update(client=materials.client, blobs=materials.blobs,
+                     clear=ClearModel(materials.deployment).probability(record))
         if fhe == "simulate":
             return True, ""
-        return _is(t.ask(EvalKey(key, client.get_serialized_evaluation_keys())), "ACK")
+        return _is(t.ask(EvalKey(key, materials.evaluation_key), timeout=60), "ACK")
 
     def inputs_then_missing():
         for party in ("user", "bank"):
@@ -208,22 +114,22 @@ def legal_evaluator_sequence(t: Target, fhe: str):
     return steps
 
 
-def party_checks(t: Target, secure: bool) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
+def party_checks(t: Target, secure: bool, materials) -> list[Check]:
     other = "agency" if t.role == "bank" else "bank"
     checks = [
-        ("a message meant for the evaluator (RUN) gets ILLEGAL_STATE",
-         lambda: _is_error(t.ask(Run("conf-1", "r1", {})), "ILLEGAL_STATE")),
+        ("a message meant for the evaluator (RUN) gets FORBIDDEN",
+         lambda: _is_error(t.ask(Run("conf-1", "r1", {})), "FORBIDDEN")),
         ("a CLIENT_KEY whose blobs are not secret keys gets MALFORMED",
-         lambda: _is_error(t.ask(ClientKey("conf", (b"", b"", b""))), "MALFORMED")),
+         lambda: _is_error(t.ask(ClientKey("conf", [0], (b"",))), "MALFORMED")),
     ]
     if secure:
-        checks.append((f"a CLIENT_KEY from the {other} (not the user) gets ILLEGAL_STATE",
-                       lambda: _is_error(t.ask(ClientKey("conf", (b"x",)), other), "ILLEGAL_STATE")))
+        checks.append((f"a CLIENT_KEY from the {other} (not the user) gets FORBIDDEN",
+                       lambda: _is_error(t.ask(ClientKey("conf", [0], (b"x",)), other), "FORBIDDEN")))
     def legal_client_key():
-        from credit_model.deployment import load_deployment
-        client = load_deployment().client()
+        client = materials.deployment.client()
         client.generate_private_and_evaluation_keys()
-        reply = t.ask(ClientKey(f"conf{os.getpid()}", tuple(client.export_secret_keys())), "user")
+        ids, blobs = client.export_input_secret_keys()
+        reply = t.ask(ClientKey(f"conf{os.getpid()}", ids, tuple(blobs)), "user")
         ok, why = _is(reply, "ACK")
         if ok and "key_setup_s" not in reply.detail:
             return False, f"ACK without key_setup_s: {_show(reply)}"
@@ -234,28 +140,6 @@ def party_checks(t: Target, secure: bool) -> list[tuple[str, Callable[[], tuple[
         checks.append(("CANDIDATE for a session it holds no record of gets UNKNOWN_SESSION",
                        lambda: _is_error(t.ask(Candidate("conf-none", "conf", 1, "v")), "UNKNOWN_SESSION")))
     else:
-        checks.append(("the bank refuses CANDIDATE", lambda: _is_error(t.ask(Candidate("c", "c", 1, "v")), "ILLEGAL_STATE")))
+        checks.append(("the bank refuses CANDIDATE (FORBIDDEN)",
+                       lambda: _is_error(t.ask(Candidate("c", "c", 1, "v")), "FORBIDDEN")))
     return checks
-
-
-def run_conformance(role: str, endpoint: str, keys_dir: str | None = None, server_key: bytes | None = None,
-                    fhe: str = "execute", timeout: float = 30.0,
-                    report: Callable[[CheckResult], None] = lambda r: None) -> list[CheckResult]:
-    """Run every check for `role` at `endpoint`; each check is reported as it finishes."""
-    if role not in SERVING_ROLES:
-        raise ValueError(f"role must be one of {SERVING_ROLES}")
-    target = Target(role, endpoint, keys_dir, server_key, timeout)
-    results = []
-    try:
-        checks = common_checks(target) + (evaluator_checks(target, fhe) if role == "evaluator"
-                                          else party_checks(target, keys_dir is not None))
-        for name, check in checks:
-            try:
-                ok, detail = check()
-            except Exception as exc:  # noqa: BLE001 - a check that blows up has failed
-                ok, detail = False, f"{type(exc).__name__}: {exc}"
-            results.append(CheckResult(f"{role}: {name}", bool(ok), "" if ok else detail))
-            report(results[-1])
-    finally:
-        target.close()
-    return results

@@ -1,0 +1,230 @@
+"""Conformance checks as a hostile peer would test an implementation: who it admits, who may send what, whose
+state a peer can touch, size limits, unsafe ids, a peer that stops reading, run ids and key replacement."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import zmq
+import zmq.auth
+
+from .. import PROTOCOL_VERSION
+from ..authorization import AUTHORIZATION, EVERY_ROLE, size_limits
+from ..messages import (
+    BLOB_CHUNK, MESSAGE_CLASSES, Ack, Candidate, ClientKey, Command, Error, EvalKey, GetOutput, Input, KeyQuery,
+    KeyStatus, MessageType, Output, Ping, Pong, Ready, Result, Run, Shutdown, Work, WorkDone, encode,
+)
+from .target import Check, Target, code_of, is_error, show
+
+PARTIES = ("user", "bank", "agency")
+
+
+def sample(type_: MessageType, sender: str, session: str) -> object:
+    """A well-formed message of each type, naming the sender where a field must (an INPUT's party)."""
+    party = sender if sender in PARTIES else "user"
+    return {
+        MessageType.READY: Ready(sender, 1), MessageType.COMMAND: Command("status"),
+        MessageType.RESULT: Result("status"), MessageType.SHUTDOWN: Shutdown(), MessageType.PING: Ping(),
+        MessageType.PONG: Pong(sender), MessageType.ACK: Ack({}), MessageType.ERROR: Error("MALFORMED", "x"),
+        MessageType.KEY_QUERY: KeyQuery("conf-authz"), MessageType.KEY_STATUS: KeyStatus("conf-authz", True),
+        MessageType.EVAL_KEY: EvalKey("conf-authz", b"not a key"),
+        MessageType.CLIENT_KEY: ClientKey("conf-authz", [0], (b"x",)),
+        MessageType.INPUT: Input(session, "conf-authz", party, "base", b"not a ciphertext"),
+        MessageType.RUN: Run(session, "r1", {}), MessageType.GET_OUTPUT: GetOutput(session, "r1", 0),
+        MessageType.OUTPUT: Output(session, "r1", 0.1, {}, b"x"),
+        MessageType.CANDIDATE: Candidate(session, "conf-authz", 1, "v1"),
+        MessageType.WORK: Work(session, "r1", "/k", [], "/o"), MessageType.WORK_DONE: WorkDone(session, "r1", 0.1, True),
+    }[type_]
+
+
+def admission_checks(t: Target) -> list[Check]:
+    """With CURVE, only the deployment's roles get any answer."""
+    def nothing(sock) -> tuple[bool, str]:
+        reply = t.raw(encode(Ping(), 1), sock=sock, timeout=min(3.0, t.timeout))
+        return reply is None, f"expected no answer at all, got {show(getattr(reply, 'message', reply))}"
+
+    def unknown_key():
+        public, secret = zmq.curve_keypair()
+        return nothing(t.connect("user", curve_keys=(public, secret)))
+
+    return [("admission: a client without CURVE gets no answer", lambda: nothing(t.connect("user", plain=True))),
+            ("admission: a client with an unknown CURVE key gets no answer", unknown_key)]
+
+
+def authorization_checks(t: Target) -> list[Check]:
+    """Every message type from every proven identity: FORBIDDEN exactly where the table says so."""
+    def every_row():
+        table = AUTHORIZATION[t.role]
+        identities = [who for who in sorted(EVERY_ROLE) if t.has_identity(who)]
+        wrong = []
+        for type_ in MessageType:
+            rule = table.get(type_)
+            for who in identities:
+                code = code_of(t.ask(sample(type_, who, "conf-authz-1"), who))
+                allowed = rule is not None and who in rule.senders
+                if (code == "FORBIDDEN") == allowed or code in ("no reply before the deadline", "undecodable"):
+                    wrong.append(f"{type_.value} from {who}: {code}")
+        return not wrong and len(identities) >= 3, f"{len(wrong)} wrong: {'; '.join(wrong[:4])}" if wrong else \
+            f"only {identities} could be tried: the keys directory needs at least three roles' secret keys"
+
+    return [("authorization: every type from every identity is refused (FORBIDDEN) unless the table allows it",
+             every_row)]
+
+
+def limit_checks(t: Target, eval_key_limit: int) -> list[Check]:
+    """A message over its type's limit gets TOO_LARGE however it is cut into frames; a frame over the largest
+    legal frame is not accepted at all."""
+    limits = size_limits(t.role, {MessageType.EVAL_KEY: eval_key_limit} if t.role == "evaluator" else {})
+
+    def over_limit(type_: MessageType) -> list[bytes]:
+        limit = limits.get(type_, MESSAGE_CLASSES[type_].MAX_BYTES)
+        chunks = [b"\0" * BLOB_CHUNK] * (limit // BLOB_CHUNK) + [b"\0" * (limit % BLOB_CHUNK + 1)]
+        return [PROTOCOL_VERSION, type_.value.encode(), b'{"seq": 9}'] + chunks
+
+    def every_type():
+        wrong = []
+        for type_ in MessageType:
+            reply = t.raw(over_limit(type_), "user", timeout=max(t.timeout, 30.0))
+            code = code_of(getattr(reply, "message", reply))
+            if code != "TOO_LARGE":
+                wrong.append(f"{type_.value}: {code}")
+        return not wrong, "; ".join(wrong[:5])
+
+    def one_huge_frame():
+        sock = t.connect("user")
+        reply = t.raw([PROTOCOL_VERSION, b"INPUT", b'{"seq": 3}', b"\0" * (4 * BLOB_CHUNK)], sock=sock,
+                      timeout=min(3.0, t.timeout))
+        sock.close(linger=0)
+        return reply is None, f"a 4 MiB frame was answered: {show(getattr(reply, 'message', reply))}"
+
+    return [("limits: a message over its type's limit, in frames of at most 1 MiB, gets TOO_LARGE (every type)",
+             every_type),
+            ("limits: a single frame over the largest legal frame (1 MiB + header) is not accepted", one_huge_frame)]
+
+
+def slow_reader_check(t: Target, seconds: float = 6.0) -> list[Check]:
+    """A peer that stops reading its replies must not delay the others (its replies are dropped instead):
+    one peer sends requests for `seconds` and never reads, while another peer's PINGs are timed."""
+    def check():
+        reader = t.connect("user", options={zmq.RCVHWM: 1, zmq.RCVBUF: 4096})
+        other = t.connect("bank" if t.has_identity("bank") else "user")
+        deadline, sent, slowest, lost = time.monotonic() + seconds, 0, 0.0, 0
+        try:
+            while time.monotonic() < deadline and slowest < 0.5:
+                for _ in range(500):
+                    try:
+                        reader.send_multipart(encode(Ping(), sent), zmq.NOBLOCK)
+                        sent += 1
+                    except zmq.Again:
+                        break
+                t0 = time.perf_counter()
+                if t.raw(encode(Ping(), 10**9 + sent), sock=other, timeout=2.0) is None:
+                    lost += 1
+                    slowest = float("inf")
+                slowest = max(slowest, time.perf_counter() - t0)
+        finally:
+            reader.close(linger=0)
+            other.close(linger=0)
+        return slowest < 0.5, f"while one peer sent {sent} requests and read no reply, another peer's PING " \
+                              f"took up to {slowest:.2f} s ({lost} unanswered; at most 0.5 s expected)"
+    return [("slow reader: a peer that stops reading does not delay another peer's PING", check)]
+
+
+def evaluator_hostile_checks(t: Target, materials, max_sessions: int) -> list[Check]:
+    """Ownership, quotas, ids, run ids and key replacement at an evaluator (materials: genuine keys and
+    ciphertexts of the deployment's circuit)."""
+    sid = f"conf-own-{os.getpid()}"
+    key = f"confown{os.getpid()}"
+    uploaded: list[bool] = []
+
+    def inputs(session: str, parties=PARTIES, key_id: str = key) -> list[str]:
+        if materials.evaluation_key is not None and not uploaded:  # runs under `key` need its evaluation key
+            uploaded.append(code_of(t.ask(EvalKey(key, materials.evaluation_key), "user", timeout=60)) == "ACK")
+        return [code_of(t.ask(Input(session, key_id, p, "base", materials.blobs[p]), p)) for p in parties]
+
+    def parties_cannot_open_sessions():
+        codes = [code_of(t.ask(Input(f"{sid}-b{i}", key, p, "base", materials.blobs[p]), p))
+                 for i in range(3) for p in ("bank", "agency")]
+        return codes == ["UNKNOWN_SESSION"] * 6, f"a bank or agency INPUT for a session no user opened got {codes}"
+
+    def other_key_id_refused():
+        got = inputs(f"{sid}-k", ("user",)) + [code_of(t.ask(Input(f"{sid}-k", key + "x", "bank", "base",
+                                                                    materials.blobs["bank"]), "bank"))]
+        return got == ["ACK", "FORBIDDEN"], f"user INPUT then a bank INPUT under another key id got {got}"
+
+    def own_sessions_evicted_only():
+        first = f"{sid}-e0"
+        codes = inputs(first)
+        for i in range(1, max_sessions + 1):
+            codes += inputs(f"{sid}-e{i}", ("user",))
+        gone = code_of(t.ask(Run(first, "r1", {}), "user"))
+        last = code_of(t.ask(Input(f"{sid}-e{max_sessions}", key, "bank", "base", materials.blobs["bank"]), "bank"))
+        ok = set(codes) == {"ACK"} and gone == "UNKNOWN_SESSION" and last == "ACK"
+        return ok, f"after {max_sessions + 1} sessions of the user, its oldest answered {gone} (UNKNOWN_SESSION " \
+                   f"expected) and its newest took a bank input: {last}"
+
+    def variant_quota_is_own():
+        session = f"{sid}-v"
+        codes = inputs(session) + [code_of(t.ask(Input(session, key, "agency", f"v{i}", materials.blobs["agency"]),
+                                                 "agency")) for i in range(40)]
+        oldest = code_of(t.ask(Run(session, "r0", {"agency": "v0"}), "user"))
+        base = code_of(t.ask(Run(session, "r1", {}), "user"))
+        ok = set(codes) == {"ACK"} and oldest == "MISSING_INPUTS" and base == "ACK"
+        return ok, f"after 40 agency variants: a run on the first variant got {oldest} (MISSING_INPUTS expected: " \
+                   f"only the agency's own oldest go), a run on the base inputs got {base}"
+
+    def unsafe_ids():
+        codes = [code_of(t.ask(Input(bad, key, "user", "base", materials.blobs["user"]), "user"))
+                 for bad in ("n-1\n", "../x", "a/b", ".x", "x" * 65)]
+        return codes == ["MALFORMED"] * 5, f"unsafe session ids got {codes}"
+
+    def run_ids_unique_and_outputs_bound():
+        session = f"{sid}-r"
+        inputs(session)
+        first = code_of(t.ask(Run(session, "r1", {}), "user"))
+        out = t.ask(GetOutput(session, "r1", int(t.timeout * 900)), "user", timeout=t.timeout * 2)
+        digests = {p: hashlib.sha256(materials.blobs[p]).hexdigest() for p in PARTIES}
+        bound = getattr(out, "inputs", None) == digests
+        again = code_of(t.ask(Run(session, "r1", {}), "user"))
+        return first == "ACK" and bound and again == "ILLEGAL_STATE", \
+            f"first RUN {first}; OUTPUT names its inputs' sha256: {bound}; the same run id again got {again} " \
+            "(ILLEGAL_STATE expected)"
+
+    checks = [("ownership: bank and agency cannot open a session (UNKNOWN_SESSION)", parties_cannot_open_sessions),
+              ("ownership: an INPUT under another key id than its session's gets FORBIDDEN", other_key_id_refused),
+              (f"quota: the user's sessions beyond {max_sessions} evict its own oldest", own_sessions_evicted_only),
+              ("quota: an agency flooding variants loses only its own oldest ones", variant_quota_is_own),
+              ("ids: a trailing newline, a path or an over-long id gets MALFORMED", unsafe_ids)]
+    if materials.fhe != "simulate":
+        def key_size_exact():
+            real = materials.evaluation_key
+            codes = [code_of(t.ask(EvalKey(f"{key}-s{i}", blob), "user", timeout=60))
+                     for i, blob in enumerate((real + b"\0", real[:-1], materials.other_circuit_key))]
+            return codes == ["BAD_CIPHERTEXT"] * 3, \
+                f"an evaluation key one byte longer, one byte shorter, and one of another circuit got {codes}"
+
+        def key_never_replaced():
+            first = code_of(t.ask(EvalKey(f"{key}-once", materials.evaluation_key), "user", timeout=60))
+            again = code_of(t.ask(EvalKey(f"{key}-once", materials.evaluation_key), "user", timeout=60))
+            return (first, again) == ("ACK", "ILLEGAL_STATE"), f"upload then re-upload got {first}, {again}"
+
+        checks += [("keys: an evaluation key of any other size than the circuit's gets BAD_CIPHERTEXT",
+                    key_size_exact),
+                   ("keys: an evaluation key is never replaced (ILLEGAL_STATE)", key_never_replaced)]
+    checks.append(("runs: a run id is never reused, and an OUTPUT names the sha256 of the inputs it used",
+                   run_ids_unique_and_outputs_bound))
+    return checks
+
+
+def party_hostile_checks(t: Target, materials) -> list[Check]:
+    """A bank or agency accepts from the user only the inputs' secret keys, never the output's."""
+    def output_key_refused():
+        blob = materials.output_secret_key
+        reply = t.ask(ClientKey("conf-outkey", [2], (blob,)), "user")
+        return is_error(reply, "MALFORMED")
+    return [("custody: a CLIENT_KEY carrying the output's secret key (not an input key) gets MALFORMED",
+             output_key_refused)]
+
+

@@ -1,0 +1,147 @@
+"""Deliberately broken role implementations, one flaw each, to prove that `run_scenario.py conformance` catches them.
+
+`python -m tests.broken_roles FLAW ROLE [the role's usual options]` patches one property of the project's own
+role, then runs it exactly as `python -m evaluator` / `parties.bank` / `parties.agency` would. Test fixture only.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+FLAWS: dict[str, str] = {
+    "admits_any_key": "its ZAP handler admits every CURVE key",
+    "no_authorization": "it never consults the authorization table",
+    "parties_open_sessions": "a bank or agency INPUT opens a session (which the user then cannot have)",
+    "any_key_size": "it accepts an evaluation key of any size",
+    "no_size_limits": "it takes frames and messages of any size and copies them whole",
+    "never_evicts": "it keeps every session a user opens",
+    "unsafe_ids": "it matches ids with `$`, so a trailing newline slips through",
+    "blocking_replies": "it waits for a peer that does not read its replies",
+    "reuses_run_ids": "a run id can be used again (its old output is then served)",
+    "accepts_output_key": "it accepts any of the user's secret keys, the output's too",
+}
+
+
+def break_it(flaw: str) -> None:
+    import zmq
+    import zmq.auth
+
+    if flaw == "admits_any_key":
+        from zmq.auth.thread import ThreadAuthenticator
+
+        from protocol.curve import Curve
+
+        def start_authenticator(self, ctx):
+            self.auth = ThreadAuthenticator(ctx)
+            self.auth.start()
+            self.auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+        Curve.start_authenticator = start_authenticator
+    elif flaw == "no_authorization":
+        import protocol.node
+        protocol.node.authorize = lambda *args, **kwargs: None
+    elif flaw == "parties_open_sessions":
+        from evaluator.service import Evaluator
+        original = Evaluator.on_input
+
+        def on_input(self, sender, message):
+            if message.party != "user" and message.session_id not in self.store.sessions:
+                self.store.open(message.session_id, message.key_id, owner="user")
+            return original(self, sender, message)
+        Evaluator.on_input = on_input
+    elif flaw == "any_key_size":
+        from evaluator.service import Evaluator
+        original_init = Evaluator.__init__
+
+        def __init__(self, *args, **kwargs):
+            original_init(self, *args, **kwargs)
+            self.eval_key_bytes = None
+        Evaluator.__init__ = __init__
+    elif flaw == "no_size_limits":
+        import protocol.node
+        import protocol.transport
+        from protocol.messages import MESSAGE_CLASSES
+        from protocol.transport import Received
+        for cls in MESSAGE_CLASSES.values():
+            cls.MAX_BYTES, cls.MAX_FRAMES, cls.MAX_HEADER = 2**40, 10**6, 2**40
+        protocol.transport.MAX_FRAME_BYTES = 600 * 1024 * 1024
+        protocol.node.size_limits = lambda channel, overrides=None: {}
+
+        def receive(sock, router, overrides=None):
+            identity, *frames = sock.recv_multipart(copy=False)
+            return Received(identity.bytes, [f.bytes for f in frames], frames[0].get("User-Id") if frames else None)
+        protocol.node.receive = receive
+        original_serve = protocol.node.Node.serve_router
+
+        def serve_router(self, endpoint, handler, channel=None, max_frame=0, limits=None, setup=None):
+            return original_serve(self, endpoint, handler, channel, 600 * 1024 * 1024, limits, setup)
+        protocol.node.Node.serve_router = serve_router
+    elif flaw == "never_evicts":
+        from evaluator.store import SessionStore
+        SessionStore._evict_sessions = lambda self, owner, keep: None
+    elif flaw == "unsafe_ids":
+        import evaluator.service
+        import evaluator.store
+        from protocol.errors import MalformedMessage
+        loose = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+        def check_id(kind, value):
+            if not isinstance(value, str) or not loose.match(value):
+                raise MalformedMessage(f"{kind} {value!r} must match {loose.pattern}")
+            return value
+        evaluator.store.check_id = evaluator.service.check_id = check_id
+    elif flaw == "blocking_replies":
+        import protocol.node
+
+        def send_blocking(sock, frames):
+            try:
+                sock.send_multipart(frames)
+                return True
+            except zmq.ZMQError:
+                return False
+        protocol.node.send_nowait = send_blocking
+    elif flaw == "reuses_run_ids":
+        from evaluator.store import SessionStore
+        original_plan = SessionStore.plan_run
+
+        def plan_run(self, session, run_id, variants):
+            if run_id in session.runs:
+                session.runs.remove(run_id)
+                session.outputs.pop(run_id, None)
+            return original_plan(self, session, run_id, variants)
+        SessionStore.plan_run = plan_run
+    elif flaw == "accepts_output_key":
+        from concrete import fhe
+        from concrete.compiler import LweSecretKey
+
+        from credit_model.fhe_model import MultiInputFHEModelClient, check_secret_key_layout
+
+        def import_any(self, ids, blobs):
+            params = self.client.specs.program_info.get_keyset_info().secret_keys()
+            for key_id, blob in zip(ids, blobs):
+                check_secret_key_layout(bytes(blob), params[key_id].dimension(), key_id)
+            keys = fhe.Keys(self.client.specs)
+            keys.generate(initial_keys={i: LweSecretKey.deserialize(bytes(b), params[i]) for i, b in zip(ids, blobs)})
+            self.client.keys = keys
+            return 0.0
+        MultiInputFHEModelClient.import_input_secret_keys = import_any
+    else:
+        raise SystemExit(f"unknown flaw {flaw!r}; known: {', '.join(FLAWS)}")
+
+
+def main() -> None:
+    flaw, role, *options = sys.argv[1:]
+    break_it(flaw)
+    sys.argv = [role] + options
+    if role == "evaluator":
+        from evaluator.__main__ import main as run
+    elif role == "bank":
+        from parties.bank import main as run
+    else:
+        from parties.agency import main as run
+    from protocol.settings import run_as_process
+    run_as_process(run)
+
+
+if __name__ == "__main__":
+    main()

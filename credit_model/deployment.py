@@ -17,7 +17,8 @@ MANIFEST = "manifest.json"
 FORMAT = "fhe-credit-sim/deployment/1"
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "deployment_files"
 # Files every deployment holds besides the manifest.
-ARTIFACTS = ("client.zip", "server.zip", "server_simulate.zip") + tuple(
+WARMUP = "warmup_inputs.json"
+ARTIFACTS = ("client.zip", "server.zip", "server_simulate.zip", WARMUP) + tuple(
     f"preprocessor_{p}.json" for p in PARTIES)
 
 
@@ -38,6 +39,20 @@ def library_versions() -> dict[str, str]:
     found = {name: version(name) for name in names}
     found["python"] = f"{sys.version_info.major}.{sys.version_info.minor}"
     return found
+
+
+def write_warmup_inputs(directory: Path) -> None:
+    """Encrypt zeros for every party under a fresh key set, write them (WARMUP), forget the keys."""
+    import numpy as np
+
+    from .fhe_runtime import CircuitSpec, KeyOwner
+
+    spec = CircuitSpec.load(directory)
+    owner = KeyOwner(spec)
+    inputs = [owner.encrypt(i, np.zeros(t.shape, dtype=np.int64)) for i, t in enumerate(spec.inputs)]
+    del owner
+    text = json.dumps({"format": "fhe-credit-sim/warmup/1", "inputs": [blob.hex() for blob in inputs]})
+    (Path(directory) / WARMUP).write_text(text + "\n", encoding="utf-8")
 
 
 def write_manifest(directory: Path, content: dict[str, Any]) -> dict[str, Any]:
@@ -71,12 +86,30 @@ class Deployment:
     def preprocessor(self, party: str) -> PartyPreprocessor:
         return PartyPreprocessor.load(self.directory / f"preprocessor_{party}.json")
 
+    def warmup_inputs(self) -> list[bytes]:
+        """Ciphertexts of zeros, one per party, under a key set that was discarded at once: public, they
+        let the evaluator prepare an uploaded evaluation key (Concrete's set-up on its first use)."""
+        data = json.loads((self.directory / WARMUP).read_text(encoding="utf-8"))
+        return [bytes.fromhex(blob) for blob in data["inputs"]]
+
+    def spec(self):
+        """The circuit's spec and quantizers from client.zip, for the roles (numpy + concrete.compiler only)."""
+        from .fhe_runtime import CircuitSpec
+        return CircuitSpec.load(self.directory)
+
+    def circuit_server(self, simulate: bool = False, build_dir: Path | None = None):
+        """The circuit compiled for the evaluator (concrete.compiler only; build_dir private to it)."""
+        from .circuit_server import CircuitServer
+        return CircuitServer(self.directory, simulate, build_dir)
+
     def client(self):
-        """A MultiInputFHEModelClient over client.zip (imported lazily: Concrete is heavy)."""
+        """A MultiInputFHEModelClient over client.zip: Concrete ML's own client, for training and tests
+        (imported lazily: Concrete ML is heavy; the roles use `spec()` instead)."""
         from .fhe_model import MultiInputFHEModelClient
         return MultiInputFHEModelClient(str(self.directory), self.slices)
 
     def server(self, simulate: bool = False):
+        """Concrete ML's server over server.zip, for training and tests (the evaluator uses circuit_server)."""
         from .fhe_model import MultiInputFHEModelServer
         return MultiInputFHEModelServer(
             str(self.directory), "server_simulate.zip" if simulate else "server.zip")

@@ -296,10 +296,35 @@ class KeyOwner(_Client):
         self.keyset = Keyset(spec.program_info, None, *_random_seed_words())  # secret: the whole key set
         super().__init__(spec, spec.program_info, self.keyset)
         self.seconds = time.perf_counter() - start
+        self._evaluation_key: bytes | None = None
+
+    @classmethod
+    def restore(cls, spec: CircuitSpec, secret_keys: Mapping[int, bytes], evaluation_key: bytes) -> KeyOwner:
+        """The owner of keys generated elsewhere (`credit_model.keygen`): every secret key, checked, in a key
+        set without evaluation keys (built in a millisecond), and the evaluation key's bytes as they are."""
+        if sorted(secret_keys) != sorted(spec.secret_key_params):
+            raise ValueError(f"expected secret keys {sorted(spec.secret_key_params)}, got {sorted(secret_keys)}")
+        for key_id, blob in secret_keys.items():
+            check_secret_key_layout(bytes(blob), spec.secret_key_params[key_id].dimension(), key_id)
+        start = time.perf_counter()
+        owner = cls.__new__(cls)
+        initial = {k: LweSecretKey.deserialize(bytes(b), spec.secret_key_params[k]) for k, b in secret_keys.items()}
+        owner.keyset = Keyset(spec.client_only_program_info, None, *_random_seed_words(), initial)
+        _Client.__init__(owner, spec, spec.client_only_program_info, owner.keyset)
+        owner.seconds = time.perf_counter() - start
+        owner._evaluation_key = bytes(evaluation_key)
+        return owner
 
     def evaluation_key(self) -> bytes:
         """The server key set, serialized as fhe.EvaluationKeys.serialize() does (public)."""
+        if self._evaluation_key is not None:
+            return self._evaluation_key
         return self.keyset.get_server_keys().serialize()
+
+    def all_secret_keys(self) -> dict[int, bytes]:
+        """Every secret key, the output's too: for the key owner's own process only (see keygen.py)."""
+        keys = self.keyset.get_client_keys().get_secret_keys()
+        return {key_id: keys[key_id].serialize() for key_id in self.spec.secret_key_params}
 
     def input_secret_keys(self) -> dict[int, bytes]:
         """The secret keys the inputs are encrypted under, and only those (to share with bank/agency)."""

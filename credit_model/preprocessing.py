@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is for training only: the roles never import it (start-up time)
+    import pandas as pd
 
 from .schema import FEATURES, MISSING_OCCUPATION, Feature, validate_record
 
@@ -41,7 +43,7 @@ class PartyPreprocessor:
     def output_columns(self) -> list[str]:
         return [c for f in self.features for c in _columns(f)]
 
-    def fit(self, df: pd.DataFrame) -> "PartyPreprocessor":
+    def fit(self, df: "pd.DataFrame") -> "PartyPreprocessor":
         self.scaling = {}
         for f in self.features:
             if f.kind in ("int", "float"):
@@ -73,7 +75,7 @@ class PartyPreprocessor:
         rows = [self._row(validate_record(self.party, r)) for r in records]
         return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(self.output_columns))
 
-    def transform_frame(self, df: pd.DataFrame) -> np.ndarray:
+    def transform_frame(self, df: "pd.DataFrame") -> np.ndarray:
         """Encode the party's columns of a data frame (rows are validated like any raw record)."""
         names = [f.name for f in self.features]
         records = df[names].astype(object).where(df[names].notna(), None).to_dict("records")

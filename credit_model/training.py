@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 from sklearn.tree import DecisionTreeClassifier as FloatTree
 
-from .deployment import ARTIFACTS, MANIFEST, write_manifest
+from .deployment import ARTIFACTS, MANIFEST, write_manifest, write_warmup_inputs
 from .explainability import is_approved
 from .generator import LABEL, generate_applicants
 from .preprocessing import PartyPreprocessor
@@ -100,6 +100,7 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig,
         circuit.simulator.save(staging / "server_simulate.zip", via_mlir=True)
         for party, pre in preprocessors.items():
             pre.save(staging / f"preprocessor_{party}.json")
+        write_warmup_inputs(staging)
         fhe_facts = measure_fhe(staging, slices, preprocessors, test, model,
                                 config.fhe_check_samples, MultiInputFHEModelClient, FHEModelServer)
         metrics["accuracy_fhe"] = fhe_facts.pop("accuracy_fhe")

@@ -53,8 +53,8 @@ class KeyCache:
         entry = (str(path), path.stat().st_mtime)
         if entry not in self.objects:
             if preloaded is None:
-                from concrete import fhe
-                preloaded = fhe.EvaluationKeys.deserialize(path.read_bytes())
+                from credit_model.circuit_server import CircuitServer
+                preloaded = CircuitServer.load_keys(path.read_bytes())
             self.objects[entry] = preloaded
         self.objects.move_to_end(entry)
         while len(self.objects) > self.size:
@@ -72,21 +72,36 @@ def run_job(server, keys, job: Job) -> float:
 
 
 class ThreadRunner:
-    """Runs jobs one at a time on a thread of the evaluator process (the default, --workers 0)."""
+    """Runs jobs one at a time on a thread of the evaluator process (the default, --workers 0).
 
-    def __init__(self, server, warm_keys: int = 4):
+    An uploaded evaluation key is prepared at once: one run on the deployment's warm-up inputs (zeros
+    under a discarded key) pays Concrete's set-up of the new key object on the run thread, before the
+    user's first RUN (which, if it comes sooner, waits for it in the queue)."""
+
+    def __init__(self, server, warm_keys: int = 4, warmup_inputs: list[bytes] | None = None):
         self.server = server
         self.keys = KeyCache(warm_keys)
+        self.warmup_inputs = warmup_inputs
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fhe-run")
         self.pending: dict[Job, Future] = {}
+        self.warming: list[tuple[Path, float, Future]] = []
 
     def prime(self, path: Path, keys) -> None:
-        self.keys.get(path, keys)
+        keys = self.keys.get(path, keys)
+        if self.warmup_inputs and not self.server.simulate:
+            self.warming.append((path, time.perf_counter(), self.executor.submit(
+                self.server.run_parties, self.warmup_inputs, keys)))
 
     def submit(self, job: Job) -> None:
         self.pending[job] = self.executor.submit(lambda: run_job(self.server, self.keys.get(job.key_path), job))
 
     def finished(self) -> list[Finished]:
+        for entry in [w for w in self.warming if w[2].done()]:
+            self.warming.remove(entry)
+            path, started, future = entry
+            outcome = "failed: " + str(future.exception()) if future.exception() else "ready"
+            log.info("evaluator: evaluation key %s prepared in %.2f s (%s)", path.name,
+                     time.perf_counter() - started, outcome)
         done = []
         for job, future in list(self.pending.items()):
             if future.done():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from pathlib import Path
 
+from credit_model.circuit_server import CircuitServer
 from credit_model.deployment import Deployment
 from credit_model.schema import PARTIES
 from protocol.errors import ErrorCode, Forbidden, IllegalState, OverQuota, ProtocolError
@@ -46,7 +48,8 @@ class Evaluator(Node):
                                      worker_threads, keys_dir=str(curve.keys_dir) if curve else None)
             self.runner.wait_ready(180)
         else:
-            self.runner = ThreadRunner(deployment.server(simulate=simulate))
+            self.runner = ThreadRunner(deployment.circuit_server(simulate, Path(workdir) / "circuit"),
+                                       warmup_inputs=deployment.warmup_inputs())
         # The largest legal message is the circuit's evaluation key: its type's limit is lowered to it.
         limits = {MessageType.EVAL_KEY: self.eval_key_bytes + 64 * 1024} if self.eval_key_bytes else {}
         self.socket = self.serve_router(endpoint, self.handle, limits=limits)
@@ -76,11 +79,10 @@ class Evaluator(Node):
                                 f"{self.eval_key_bytes}", ErrorCode.BAD_CIPHERTEXT)
         if self.store.key_path(message.key_id) is not None:
             raise IllegalState(f"key id {message.key_id!r} already has an evaluation key (keys are never replaced)")
-        from concrete import fhe
         try:
-            keys = fhe.EvaluationKeys.deserialize(message.evaluation_key)
-        except Exception as exc:  # noqa: BLE001 - any failure means the key is not usable
-            raise ProtocolError(f"evaluation key does not deserialize: {exc}", ErrorCode.BAD_CIPHERTEXT) from None
+            keys = CircuitServer.load_keys(message.evaluation_key)
+        except ValueError as exc:
+            raise ProtocolError(str(exc), ErrorCode.BAD_CIPHERTEXT) from None
         busy = {s.key_id for s in self.store.sessions.values() if s.running is not None}
         self.store.put_key(message.key_id, message.evaluation_key, owner=sender, busy=busy)
         self.runner.prime(self.store.key_path(message.key_id), keys)
@@ -92,12 +94,10 @@ class Evaluator(Node):
         for kind, value in (("session id", message.session_id), ("key id", message.key_id),
                             ("variant", message.variant)):
             check_id(kind, value)
-        from concrete import fhe
         try:
-            fhe.Value.deserialize(message.ciphertext)
-        except Exception as exc:  # noqa: BLE001
-            raise ProtocolError(f"{message.party} ciphertext does not deserialize: {exc}",
-                                ErrorCode.BAD_CIPHERTEXT) from None
+            CircuitServer.load_value(message.ciphertext)
+        except ValueError as exc:
+            raise ProtocolError(f"{message.party} {exc}", ErrorCode.BAD_CIPHERTEXT) from None
         if message.party == "user":  # the applicant's own input opens its session
             session = self.store.open(message.session_id, message.key_id, owner=sender)
         else:  # bank and agency add to a session its user opened, under its key id
@@ -148,7 +148,10 @@ class Evaluator(Node):
 
     # --- background runs ------------------------------------------------------------------
     def tick(self) -> None:
-        for done in self.runner.finished():
+        finished = self.runner.finished()
+        if finished:  # Concrete's runtime makes SIGPIPE fatal when it first runs: keep it ignored, as Python does
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        for done in finished:
             job = done.job
             session: Session | None = self.store.sessions.get(job.session_id)
             if session is None or session.running != job.run_id:

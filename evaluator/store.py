@@ -25,21 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.errors import ErrorCode, Forbidden, IllegalState, MalformedMessage, OverQuota, ProtocolError
+from protocol.messages import check_id
 from protocol.states import SESSION_TABLE, Event, SessionState, StateMachine
 
-SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 FILE_NAME = re.compile(r"[a-z][0-9]{1,12}\.(bin|evk)")
 BASE_VARIANT = "base"
 MAX_VARIANTS = 16          # per party per session, besides its base input
 MAX_RUNS = 256             # run ids a session accepts in its life (they are never reused)
 MAX_OUTPUTS = 16           # outputs kept per session (the oldest goes first)
-
-
-def check_id(kind: str, value: str) -> str:
-    """Ids are short and of a safe alphabet (matched whole: no trailing newline slips through)."""
-    if not isinstance(value, str) or not SAFE_ID.fullmatch(value):
-        raise MalformedMessage(f"{kind} {str(value)[:80]!r} must match {SAFE_ID.pattern}")
-    return value
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -26,7 +26,7 @@ from .runners import Job, KeyCache, run_job
 @click.option("--server-key", default=None, help="CURVE: the evaluator's public key file.")
 def main(endpoint, deployment, fhe, worker_key, server_key):
     """Serve FHE jobs for the evaluator until it says SHUTDOWN or a signal arrives."""
-    server = load_deployment(deployment).server(simulate=fhe == "simulate")
+    server = load_deployment(deployment).circuit_server(fhe == "simulate")  # its own private build directory
     keys = KeyCache()
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -57,10 +57,12 @@ def main(endpoint, deployment, fhe, worker_key, server_key):
                 seconds, ok, reason = run_job(server, keys.get(job.key_path), job), True, ""
             except Exception as exc:  # noqa: BLE001 - reported back, the worker keeps serving
                 seconds, ok, reason = 0.0, False, f"{type(exc).__name__}: {exc}"
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # Concrete's runtime makes it fatal on a first run
             sock.send_multipart(encode(WorkDone(job.session_id, job.run_id, seconds, ok, reason), 0))
     finally:
         sock.close(linger=0)
         ctx.term()
+        server.close()
 
 
 if __name__ == "__main__":

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 
 import numpy as np
 
 from credit_model.deployment import Deployment, load_deployment
-from credit_model.schema import InputValidationError
+from credit_model.fhe_runtime import InputEncryptor, Simulator
+from credit_model.schema import PARTIES, InputValidationError
 from protocol.errors import ErrorCode, IllegalState, ProtocolError, RemoteError
-from protocol.messages import Ack, ClientKey, Input
+from protocol.messages import Ack, ClientKey, Input, check_id
 from protocol.node import Node
 from protocol.settings import RoleSettings, curve_for
 from protocol.states import KEY_TABLE, Event, KeyState, StateMachine
@@ -19,12 +21,17 @@ from protocol.states import KEY_TABLE, Event, KeyState, StateMachine
 log = logging.getLogger("fhe_credit_sim.party")
 
 
-def make_encryptor(deployment: Deployment, simulate: bool):
-    client = deployment.client()
-    if simulate:
-        from credit_model.fhe_model import SimulatedPartyClient
-        return SimulatedPartyClient(client)
-    return client
+class PartyCipher:
+    """Quantize and encrypt one party's preprocessed record into its argument of the circuit."""
+
+    def __init__(self, deployment: Deployment, simulate: bool):
+        self.spec = deployment.spec()
+        self.slices = deployment.slices
+        self.simulator = Simulator(self.spec) if simulate else None
+
+    def encrypt(self, encryptor, party: str, matrix: np.ndarray) -> bytes:
+        start, stop = self.slices[party]
+        return (encryptor or self.simulator).encrypt(PARTIES.index(party), self.spec.quantize(start, stop, matrix))
 
 
 def validated_matrix(pre, features) -> np.ndarray:
@@ -49,8 +56,9 @@ class FeatureParty(Node):
         self.simulate = settings.fhe == "simulate"
         deployment = load_deployment(settings.deployment)
         self.pre = deployment.preprocessor(party)
-        self.encryptor = make_encryptor(deployment, self.simulate)
-        self.keys: dict[str, object] = {}
+        self.cipher = PartyCipher(deployment, self.simulate)
+        self.keys: OrderedDict[str, InputEncryptor] = OrderedDict()  # key id -> input-only key set
+        self.max_keys = settings.max_keys
         self.key_states: dict[str, StateMachine] = {}
         self.records: dict[str, tuple[str, dict]] = {}
         self.evaluator = self.connect_peer("evaluator", settings.evaluator)
@@ -64,13 +72,22 @@ class FeatureParty(Node):
     def handle(self, sender: str, packet):
         message = packet.message
         if isinstance(message, ClientKey):  # only the user may send it: protocol/authorization.py
+            check_id("key id", message.key_id)
+            ids = message.key_ids
+            if len(ids) != len(message.secret_keys) or len(set(map(repr, ids))) != len(ids):
+                raise ProtocolError("client key refused: key_ids must name each secret key once",
+                                    ErrorCode.MALFORMED)
             try:
-                seconds = self.encryptor.import_input_secret_keys(message.key_ids, message.secret_keys)
+                encryptor = InputEncryptor.from_secret_keys(self.cipher.spec, dict(zip(ids, message.secret_keys)))
             except ValueError as exc:
                 raise ProtocolError(f"client key refused: {exc}", ErrorCode.MALFORMED) from None
-            self.keys[message.key_id] = self.encryptor.client.keys
+            self.keys[message.key_id] = encryptor
+            self.keys.move_to_end(message.key_id)
+            while len(self.keys) > self.max_keys:  # the oldest key id goes: its user shares it again if needed
+                old, _ = self.keys.popitem(last=False)
+                self.key_states.pop(old, None)
             self.key_state(message.key_id).fire(Event.KEY_RECEIVED)
-            return Ack({"key_id": message.key_id, "key_setup_s": round(seconds, 3)})
+            return Ack({"key_id": message.key_id, "key_setup_s": round(encryptor.seconds, 4)})
         return self.handle_other(sender, message)
 
     def handle_other(self, sender: str, message):
@@ -78,13 +95,14 @@ class FeatureParty(Node):
 
     def encrypt(self, key_id: str, features: dict) -> bytes:
         matrix = validated_matrix(self.pre, features)
+        encryptor = None
         if not self.simulate:
-            if self.key_state(key_id).state is not KeyState.KEY_READY:
+            if self.key_states.get(key_id) is None or self.key_states[key_id].state is not KeyState.KEY_READY:
                 raise ProtocolError(f"keys not generated yet: the {self.party} has no client key for "
                                     f"key id {key_id!r} (the user shares it first)",
                                     ErrorCode.KEYS_NOT_GENERATED)
-            self.encryptor.client.keys = self.keys[key_id]
-        return self.encryptor.quantize_encrypt_serialize_party(self.party, matrix)
+            encryptor = self.keys[key_id]
+        return self.cipher.encrypt(encryptor, self.party, matrix)
 
     def send_input(self, session_id: str, key_id: str, variant: str, features: dict) -> dict:
         t0 = time.perf_counter()

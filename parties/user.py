@@ -6,21 +6,22 @@ import hashlib
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
-
-from concrete import fhe
 
 from credit_model.explainability import (
     EXPLAIN_WHEN_APPROVED, STRATEGIES, decision_message, explain_bisect, explain_linear, is_approved,
 )
 from credit_model.deployment import load_deployment
+from credit_model.fhe_runtime import KeyOwner
+from credit_model.keygen import KeygenError, KeyGenerator
 from protocol.errors import ErrorCode, ProtocolError, RemoteError
 from protocol.messages import Candidate, ClientKey, EvalKey, GetOutput, Input, KeyQuery, Output, Run
 from protocol.node import Node
 from protocol.settings import RoleSettings, curve_for, role_command, run_as_process
 from protocol.states import APPLICATION_TABLE, ApplicationState, Event, StateMachine
 
-from .feature_party import make_encryptor, validated_matrix
+from .feature_party import PartyCipher, validated_matrix
 
 log = logging.getLogger("fhe_credit_sim.user")
 KEY_HOLDERS = ("bank", "agency")
@@ -48,8 +49,10 @@ class User(Node):
         self.simulate = settings.fhe == "simulate"
         self.deployment = load_deployment(settings.deployment)
         self.pre = self.deployment.preprocessor("user")
-        self.encryptor = make_encryptor(self.deployment, self.simulate)
-        self.keys: dict[str, object] = {}
+        self.cipher = PartyCipher(self.deployment, self.simulate)
+        # Concrete holds the interpreter lock while it generates keys: a child process does it (kept ready).
+        self.keygen = None if self.simulate else KeyGenerator(self.deployment.directory)
+        self.keys: OrderedDict[str, KeyOwner] = OrderedDict()  # key id -> the applicant's keys
         self.shared: dict[str, set[str]] = {peer: set() for peer in KEY_HOLDERS}
         self.apps: dict[str, Application] = {}
         self.evaluator = self.connect_peer("evaluator", settings.evaluator)
@@ -58,17 +61,27 @@ class User(Node):
 
     # --- keys -----------------------------------------------------------------------------
     def use_keys(self, key_id: str) -> dict:
-        """Make key_id's keys current, generating them on first use; returns what it cost."""
+        """Make sure key_id has keys, generating fresh random ones on first use; returns what it cost.
+        At most max_keys key ids are kept (the oldest goes, and is told to no one: its next application
+        makes new keys, uploads and shares them again)."""
         steps = {}
         if self.simulate:
             return steps
         if key_id not in self.keys:
             t0 = time.perf_counter()
-            keys = fhe.Keys(self.encryptor.client.specs)
-            self.off_loop("keygen", keys.generate)  # fresh random secret keys (OS entropy) for every key id
-            self.keys[key_id] = keys
+            try:
+                evaluation_key, secret, seconds = self.keygen.generate(lambda: self.stopping,
+                                                                       self.settings.request_timeout)
+            except KeygenError as exc:
+                raise ProtocolError(str(exc), ErrorCode.INTERNAL) from None
+            self.keys[key_id] = KeyOwner.restore(self.cipher.spec, secret, evaluation_key)
+            while len(self.keys) > self.settings.max_keys:
+                old, _ = self.keys.popitem(last=False)
+                for holders in self.shared.values():
+                    holders.discard(old)
             steps["keygen_s"] = round(time.perf_counter() - t0, 3)
-        self.encryptor.client.keys = self.keys[key_id]
+            steps["keygen_inner_s"] = seconds
+        self.keys.move_to_end(key_id)
         return steps
 
     def ensure_evaluation_key(self, key_id: str) -> dict:
@@ -77,7 +90,7 @@ class User(Node):
         if status.present:
             return {"eval_key_uploaded": False}
         t0 = time.perf_counter()
-        blob = self.off_loop("serialize the evaluation key", lambda: self.encryptor.client.evaluation_keys.serialize())
+        blob = self.keys[key_id].evaluation_key()
         self.evaluator.request(EvalKey(key_id, blob), timeout)
         return {"eval_key_uploaded": True, "eval_key_bytes": len(blob),
                 "eval_key_upload_s": round(time.perf_counter() - t0, 3)}
@@ -88,13 +101,17 @@ class User(Node):
         todo = [peer for peer in KEY_HOLDERS if key_id not in self.shared[peer]]
         if not todo or self.simulate:
             return {"client_key_shared_with": []}
-        ids, blobs = self.encryptor.export_input_secret_keys()
+        secret = self.keys[key_id].input_secret_keys()
+        ids, blobs = sorted(secret), [secret[k] for k in sorted(secret)]
         t0 = time.perf_counter()
         pending = {peer: self.peers[peer].send(ClientKey(key_id, ids, tuple(blobs))) for peer in todo}
+        setup = []
         for peer, seq in pending.items():
-            self.peers[peer].wait_reply(seq, self.settings.request_timeout, "CLIENT_KEY")
+            ack = self.peers[peer].wait_reply(seq, self.settings.request_timeout, "CLIENT_KEY").message
+            setup.append(float(ack.detail.get("key_setup_s", 0.0)) if isinstance(ack.detail, dict) else 0.0)
             self.shared[peer].add(key_id)
-        return {"client_key_shared_with": todo, "client_key_ids": ids, "client_key_bytes": sum(len(b) for b in blobs),
+        return {"client_key_shared_with": todo, "client_key_ids": ids, "client_key_setup_s": max(setup),
+                "client_key_bytes": sum(len(b) for b in blobs),
                 "client_key_share_s": round(time.perf_counter() - t0, 3)}
 
     # --- commands -------------------------------------------------------------------------
@@ -116,7 +133,7 @@ class User(Node):
         result.update(self.ensure_evaluation_key(key_id) if not self.simulate else {"eval_key_uploaded": False})
         result.update(self.share_client_key(key_id))
         t0 = time.perf_counter()
-        ciphertext = self.encryptor.quantize_encrypt_serialize_party("user", matrix)
+        ciphertext = self.cipher.encrypt(self.keys.get(key_id), "user", matrix)
         result["encrypt_s"] = round(time.perf_counter() - t0, 4)
         self.evaluator.request(Input(session_id, key_id, "user", "base", ciphertext), self.settings.request_timeout)
         result.update({"bytes": len(ciphertext), "preview": ciphertext[:16].hex()})
@@ -152,9 +169,14 @@ class User(Node):
                                 f"(party {', '.join(wrong)}): refused", ErrorCode.BAD_CIPHERTEXT)
         wait_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        if not self.simulate:
-            self.encryptor.client.keys = self.keys[app.key_id]
-        probabilities = self.encryptor.decrypt_probabilities(output.ciphertext)[0]
+        decryptor = self.cipher.simulator if self.simulate else self.keys.get(app.key_id)
+        if decryptor is None:
+            raise ProtocolError(f"the keys of {app.key_id!r} are no longer kept (more than max_keys applicants)",
+                                ErrorCode.KEYS_NOT_GENERATED)
+        try:
+            probabilities = self.cipher.spec.probabilities(decryptor.decrypt(output.ciphertext))[0]
+        except ValueError as exc:
+            raise ProtocolError(f"the output does not decrypt: {exc}", ErrorCode.BAD_CIPHERTEXT) from None
         approved = is_approved(probabilities)
         return {"approved": approved, "probability": round(float(probabilities[1]), 4),
                 "run_s": round(output.run_seconds, 4), "wait_s": round(wait_s, 4),
@@ -216,6 +238,12 @@ class User(Node):
         if action == "status":
             return {"keys": sorted(self.keys), "applications": {k: a.machine.state.value for k, a in self.apps.items()}}
         return super().on_command(action, params)
+
+
+    def close(self) -> None:
+        if self.keygen is not None:
+            self.keygen.close()
+        super().close()
 
 
 def _run(settings: RoleSettings) -> None:

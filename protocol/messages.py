@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Sequence, Union, get_origin, get_type_hints
@@ -336,6 +337,16 @@ def decode(frames: Sequence[bytes]) -> Packet:
     if blobs:
         raise MalformedMessage(f"{cls.TYPE.value}: {len(blobs)} unexpected extra frame(s)")
     return Packet(seq, cls(**kwargs))
+
+
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_id(kind: str, value: str) -> str:
+    """Ids (session, key, run, variant) are short and of a safe alphabet, matched whole (no trailing newline)."""
+    if not isinstance(value, str) or not SAFE_ID.fullmatch(value):
+        raise MalformedMessage(f"{kind} {str(value)[:80]!r} must match {SAFE_ID.pattern}")
+    return value
 
 
 def error_message(code: ErrorCode | str, reason: str) -> Error:

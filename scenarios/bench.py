@@ -91,8 +91,10 @@ def multi_process(records: dict, repeats: int, fhe: str, log: Log) -> dict:
             "client_key_share_s": prep.get("client_key_share_s"), "user_encrypt_s": prep.get("encrypt_s"),
             "bank_encrypt_s": first["bank:encrypt"].detail["encrypt_s"],
             "agency_encrypt_s": first["agency:encrypt"].detail["encrypt_s"],
-            "fhe_run_s": run["run_s"], "decrypt_s": run["decrypt_s"]},
+            "fhe_run_s": run["run_s"], "fhe_run_wait_s": run["wait_s"], "decrypt_s": run["decrypt_s"]},
         "fhe_run_first_s": run["run_s"],
+        "fhe_run_first_wait_s": run["wait_s"],
+        "client_key_import_s": prep.get("client_key_setup_s"),
         "fhe_run_warm_s": _median(warm_runs),
         "bytes_first": bytes_by_type(apps[0]),
         "bytes_repeat": bytes_by_type(apps[1]) if len(apps) > 1 else {},
@@ -126,6 +128,40 @@ def explanation_costs(cases: dict[str, tuple[dict, tuple[str, ...]]], fhe: str, 
                              "same_answer": lin.detail["explanation"] == bis.detail["explanation"]})
                 current = {}
     return rows
+
+
+def startup(deployment: Deployment, repeats: int, log: Log) -> dict:
+    """What a person waits for around the FHE work: roles ready, and whole CLI runs from process start to exit."""
+    import subprocess
+    import sys
+
+    from .processes import PROJECT_ROOT
+
+    ready = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="fcs-bench-") as tmp:
+            procs = ProcessSet(Path(tmp), "ipc", "execute", str(deployment.directory))
+            t0 = time.perf_counter()
+            try:
+                procs.start(300)
+                ready.append(time.perf_counter() - t0)
+            finally:
+                procs.stop()
+
+    def wall(*args: str) -> float:
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "run_scenario.py", "run", *args, "--deployment",
+                               str(deployment.directory)], cwd=PROJECT_ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"run {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        return time.perf_counter() - t0
+
+    figures = {"roles_ready_s": _median(ready), "roles_ready_all_s": [round(r, 3) for r in ready],
+               "scenario_wall_s": _median([wall() for _ in range(repeats)]),
+               "scenario_wall_simulate_s": _median([wall("scenarios/denied_bin_found.yaml", "--fhe", "simulate")
+                                                    for _ in range(repeats)])}
+    log(f"   {figures}")
+    return figures
 
 
 def worker_throughput(deployment: Deployment, records: dict, workers: int, jobs: int, log: Log,
@@ -241,6 +277,8 @@ def cost_vs_features(widths: tuple[int, ...], depth: int, bits: int, log: Log) -
 def run_benchmarks(deployment: Deployment, approved: dict, explain_cases: dict, quick: bool, log: Log) -> dict:
     """Everything `run_scenario.py bench` prints; returns the figures (headline keys first)."""
     repeats = 2 if quick else 5
+    log("== start-up: roles ready, whole runs of the CLI")
+    starting = startup(deployment, 2 if quick else 3, log)
     log("== in-process baseline (same keygen, encrypt, run, decrypt; one process)")
     baseline = in_process_baseline(deployment, approved, repeats)
     log(f"   {baseline}")
@@ -263,6 +301,10 @@ def run_benchmarks(deployment: Deployment, approved: dict, explain_cases: dict, 
         "overhead_ratio_first": round(multi["first_e2e_s"] / baseline["first_s"], 3),
         "fhe_run_warm_s": multi["fhe_run_warm_s"],
         "fhe_run_first_s": multi["fhe_run_first_s"],
+        "fhe_run_first_wait_s": multi["fhe_run_first_wait_s"],
+        "first_to_warm_ratio": round(multi["fhe_run_first_s"] / multi["fhe_run_warm_s"], 3),
+        "client_key_import_s": multi["client_key_import_s"],
+        **{k: v for k, v in starting.items() if not k.endswith("_all_s")},
         "eval_key_bytes": multi["eval_key_bytes"],
         "accuracy_float": metrics["accuracy_float"],
         "accuracy_quantized": metrics["accuracy_quantized"],
@@ -272,7 +314,7 @@ def run_benchmarks(deployment: Deployment, approved: dict, explain_cases: dict, 
         "worker_scaling": round(scaling[1]["per_minute"] / scaling[0]["per_minute"], 3),
         "worker_scaling_single_thread": round(single[1]["per_minute"] / single[0]["per_minute"], 3),
     }
-    return {**headline, "quick": quick, "baseline": baseline, "multi_process": multi,
+    return {**headline, "quick": quick, "startup": starting, "baseline": baseline, "multi_process": multi,
             "explanation": explain, "workers": scaling + single, "cost_growth": growth, "cost_vs_features": features,
             "e2e_vs_applications": [round(sum(multi["e2e_per_application_s"][:n + 1]), 3)
                                     for n in range(repeats + 1)]}

@@ -111,20 +111,21 @@ def break_it(flaw: str) -> None:
             return original_plan(self, session, run_id, variants)
         SessionStore.plan_run = plan_run
     elif flaw == "accepts_output_key":
-        from concrete import fhe
-        from concrete.compiler import LweSecretKey
+        from concrete.compiler import Keyset, LweSecretKey
 
-        from credit_model.fhe_model import MultiInputFHEModelClient, check_secret_key_layout
+        from credit_model import fhe_runtime
+        from credit_model.fhe_runtime import InputEncryptor, check_secret_key_layout
 
-        def import_any(self, ids, blobs):
-            params = self.client.specs.program_info.get_keyset_info().secret_keys()
-            for key_id, blob in zip(ids, blobs):
-                check_secret_key_layout(bytes(blob), params[key_id].dimension(), key_id)
-            keys = fhe.Keys(self.client.specs)
-            keys.generate(initial_keys={i: LweSecretKey.deserialize(bytes(b), params[i]) for i, b in zip(ids, blobs)})
-            self.client.keys = keys
-            return 0.0
-        MultiInputFHEModelClient.import_input_secret_keys = import_any
+        @classmethod
+        def from_any_secret_keys(cls, spec, blobs):
+            for key_id, blob in blobs.items():  # any key id is taken, the output's too
+                check_secret_key_layout(bytes(blob), spec.secret_key_params[key_id].dimension(), key_id)
+            initial = {k: LweSecretKey.deserialize(bytes(b), spec.secret_key_params[k]) for k, b in blobs.items()}
+            encryptor = cls(spec, spec.client_only_program_info,
+                            Keyset(spec.client_only_program_info, None, *fhe_runtime._random_seed_words(), initial))
+            encryptor.seconds = 0.0
+            return encryptor
+        InputEncryptor.from_secret_keys = from_any_secret_keys
     else:
         raise SystemExit(f"unknown flaw {flaw!r}; known: {', '.join(FLAWS)}")
 

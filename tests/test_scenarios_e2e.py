@@ -71,7 +71,7 @@ def test_approved_with_real_fhe_and_the_evaluator_never_sees_the_client_key(tmp_
         for value in (b"95400", b"Core staff", b"Incomplete higher"):
             assert value not in text, (name, value)
     # everything the evaluator stored (evaluation keys, ciphertexts) is private to its owner
-    stored = [p for p in (run_dir / "evaluator").rglob("*") if p.is_file()]
+    stored = [p for d in ("keys", "sessions") for p in (run_dir / "evaluator" / d).rglob("*") if p.is_file()]
     assert any(p.suffix == ".evk" for p in stored) and any(p.name.startswith("i") and p.suffix == ".bin" for p in stored)
     assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in stored if p.suffix in (".evk", ".bin", ".json"))
 

@@ -9,18 +9,25 @@ from pathlib import Path
 
 import click
 
-from credit_model.deployment import DEFAULT_DIR
-from scenarios import SCENARIO_DIR
+from scenarios import SCENARIO_DIR, shipped_scenarios
 from scenarios.spec import ScenarioError, load_scenario
 
 DEFAULT_SCENARIO = SCENARIO_DIR / "approved.yaml"
 
 
-def _load_all(paths) -> list:
+DEPLOYMENT_HELP = ("Deployment: kaggle, demo, synthetic (committed, in deployment_files/) or a directory; "
+                   "default: the scenario's own `deployment:`, else kaggle.")
+
+
+def deployment_option(help_text: str = DEPLOYMENT_HELP):
+    return click.option("--deployment", metavar="NAME|DIR", default=None, help=help_text)
+
+
+def _load_all(paths, deployment=None) -> list:
     loaded, errors = [], []
     for path in paths:
         try:
-            loaded.append(load_scenario(path))
+            loaded.append(load_scenario(path, deployment))
         except ScenarioError as exc:
             errors.append(str(exc))
     if errors:
@@ -42,8 +49,7 @@ def cli() -> None:
 @click.option("--strategy", type=click.Choice(["linear", "bisect"]), default=None,
               help="Explainability search (overrides the scenario's default; a step's own strategy wins).")
 @click.option("--transport", type=click.Choice(["ipc", "tcp"]), default=None, help="Endpoints for the roles.")
-@click.option("--deployment", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Deployment directory (default: the committed deployment_files/).")
+@deployment_option()
 @click.option("--insecure", is_flag=True,
               help="Run the roles without CurveZMQ (by default every run gets fresh CURVE keys).")
 @click.option("--attach", metavar="ENDPOINT", default=None,
@@ -58,7 +64,7 @@ def run(scenario_files, report_json, report_md, fhe, strategy, transport, deploy
 
     if attach and not (keys_dir or insecure):
         raise click.UsageError("--attach needs --keys-dir (the roles' CURVE keys) or --insecure")
-    scenarios = _load_all(scenario_files or [DEFAULT_SCENARIO])
+    scenarios = _load_all(scenario_files or [DEFAULT_SCENARIO], deployment)
     reports = []
     for scenario in scenarios:
         mode = fhe or scenario.fhe
@@ -66,7 +72,7 @@ def run(scenario_files, report_json, report_md, fhe, strategy, transport, deploy
         if mode == "simulate":
             click.secho(f"!! {INSECURE}", fg="red", bold=True)
         report = ScenarioRunner(scenario, fhe=fhe, strategy=strategy, transport=transport,
-                                deployment=deployment, progress=click.echo, secure=not insecure,
+                                deployment=scenario.deployment, progress=click.echo, secure=not insecure,
                                 attach=attach, keys_dir=keys_dir).run()
         reports.append(report)
         for app in report.applicants:
@@ -103,17 +109,19 @@ def keys(directory):
 
 @cli.command()
 @click.argument("scenario_files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-def validate(scenario_files):
-    """Check scenario files without starting any process."""
-    for scenario in _load_all(scenario_files):
-        click.echo(f"ok  {scenario.path}: {scenario.name} ({len(scenario.applicants)} applicant(s))")
+@deployment_option("Check the applicants against this deployment's schema instead of the scenario's own.")
+def validate(scenario_files, deployment):
+    """Check scenario files (against their deployment's schema) without starting any process."""
+    for scenario in _load_all(scenario_files, deployment):
+        click.echo(f"ok  {scenario.path}: {scenario.name} ({len(scenario.applicants)} applicant(s), "
+                   f"deployment {Path(scenario.deployment).name})")
 
 
 @cli.command()
 @click.option("--quick", is_flag=True, help="A reduced set (fewer repeats, no depth sweep): a few minutes.")
 @click.option("--hostile", is_flag=True, help="Only the hostile-peer figures (slow reader, floods, hostile files).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
-@click.option("--deployment", type=click.Path(file_okay=False, exists=True), default=None)
+@deployment_option("Deployment to measure (default kaggle); its shipped scenarios give the applicants.")
 def bench(quick, hostile, json_path, deployment):
     """Measure the committed model end to end with real FHE and print the figures."""
     import json
@@ -123,7 +131,8 @@ def bench(quick, hostile, json_path, deployment):
     from scenarios.bench import run_benchmarks
 
     dep = load_deployment(deployment)
-    approved = load_scenario(SCENARIO_DIR / "approved.yaml").applicants[0].data
+    shipped = shipped_scenarios(dep.name)
+    approved = load_scenario(shipped / "approved.yaml", dep.directory).applicants[0].data
     if hostile:
         from scenarios.hostile_bench import run_hostile_bench
 
@@ -131,18 +140,20 @@ def bench(quick, hostile, json_path, deployment):
         if json_path:
             json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
         return
-    no_bin = load_scenario(SCENARIO_DIR / "denied_no_bin_helps.yaml").applicants[0].data
-    found = load_scenario(SCENARIO_DIR / "denied_bin_found.yaml").applicants[0].data
-    bins = ("0-2", "2-5", "5-8", "8-11", "11-18", "18+")
-    cases = {"no_bin_helps": (no_bin, bins), "bin_found_5-8": (found, bins[:2])}
+    no_bin = load_scenario(shipped / "denied_no_bin_helps.yaml", dep.directory).applicants[0].data
+    found = load_scenario(shipped / "denied_bin_found.yaml", dep.directory).applicants[0]
+    bins = dep.bins
+    flip = next(s.expect.bin for s in found.steps if s.expect.bin)
+    cases = {"no_bin_helps": (no_bin, bins), f"bin_found_{flip}": (found.data, bins[:bins.index(flip)])}
     started = time.time()
-    figures = run_benchmarks(dep, approved, cases, quick, click.echo)
+    figures = run_benchmarks(dep, shipped, approved, cases, quick, click.echo)
     figures["machine"] = {"cores": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version()}
     figures["seconds"] = round(time.time() - started, 1)
     click.secho("== headline", bold=True)
     for key in ("scenario_wall_s", "scenario_wall_simulate_s", "roles_ready_s", "client_key_import_s",
                 "overhead_ratio", "overhead_ratio_first", "fhe_run_warm_s", "fhe_run_first_s", "fhe_run_first_wait_s",
-                "first_to_warm_ratio", "eval_key_bytes", "accuracy_float", "accuracy_quantized", "bisect_max_runs",
+                "first_to_warm_ratio", "eval_key_bytes", "accuracy_float", "accuracy_quantized",
+                "balanced_accuracy_quantized", "bisect_max_runs",
                 "linear_max_runs", "repeat_speedup", "worker_scaling", "worker_scaling_single_thread"):
         click.echo(f"{key:28} {figures[key]}")
     if json_path:
@@ -152,14 +163,15 @@ def bench(quick, hostile, json_path, deployment):
 @cli.command()
 @click.option("--sessions", type=click.IntRange(1, 100), default=10, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
-def load(sessions, json_path):
+@deployment_option("Deployment to load (default kaggle).")
+def load(sessions, json_path, deployment):
     """Many applicants in flight at once against one evaluator process (real FHE); checks every decision."""
     import json
 
     from credit_model.deployment import load_deployment
     from scenarios.load import concurrent_sessions
 
-    summary = concurrent_sessions(load_deployment(), sessions, click.echo)
+    summary = concurrent_sessions(load_deployment(deployment), sessions, click.echo)
     if json_path:
         json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if summary["correct"] != sessions:
@@ -176,8 +188,7 @@ def load(sessions, json_path):
 @click.option("--fhe", type=click.Choice(["execute", "simulate"]), default="execute",
               help="How the evaluator under test runs (decides what the legal sequence expects).")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Deadline of every reply, seconds.")
-@click.option("--deployment", type=click.Path(file_okay=False, exists=True), default=None,
-              help="The deployment the implementation serves (its circuit, key size and schema).")
+@deployment_option("The deployment the implementation serves (its circuit, key size and schema); default kaggle.")
 @click.option("--max-sessions", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="The evaluator's session bound (its --max-sessions), for the eviction check.")
 def conformance(role, endpoint, server_key, keys_dir, fhe, timeout, deployment, max_sessions):
@@ -208,7 +219,7 @@ def _cpu_model() -> str:
 @cli.command(name="list")
 def list_scenarios():
     """List the shipped scenarios with their one-line descriptions."""
-    for path in sorted(SCENARIO_DIR.glob("*.yaml")):
+    for path in sorted(SCENARIO_DIR.glob("*.yaml")) + sorted(SCENARIO_DIR.glob("*/*.yaml")):
         try:
             scenario = load_scenario(path)
             click.echo(f"{path.relative_to(SCENARIO_DIR.parent)}  {scenario.description}")
@@ -217,33 +228,36 @@ def list_scenarios():
 
 
 @cli.command()
-@click.option("--output", "output_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=DEFAULT_DIR, show_default=True, help="Deployment directory to (re)write.")
-@click.option("--samples", type=click.IntRange(200, 2_000_000), default=8000, show_default=True,
-              help="Synthetic applicants to generate.")
-@click.option("--depth", type=click.IntRange(1, 12), default=4, show_default=True)
-@click.option("--bits", "n_bits", type=click.IntRange(2, 8), default=3, show_default=True,
-              help="Quantization bit width of inputs.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--fhe-check", type=click.IntRange(1, 1000), default=50, show_default=True,
-              help="Held-out applicants run with real FHE while building.")
+@click.option("--data", type=click.Choice(["kaggle", "demo", "synthetic"]), default="kaggle", show_default=True,
+              help="Data set, with its committed deployment's settings (the options below override them).")
+@click.option("--output", "output_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Deployment directory to (re)write (default: deployment_files/DATA).")
+@click.option("--samples", type=click.IntRange(200, 2_000_000), default=None, help="Synthetic applicants to generate.")
+@click.option("--depth", type=click.IntRange(1, 12), default=None)
+@click.option("--min-leaf", "min_samples_leaf", type=click.IntRange(1, 100_000), default=None)
+@click.option("--bits", "n_bits", type=click.IntRange(2, 8), default=None, help="Quantization bit width of inputs.")
+@click.option("--seed", type=int, default=None)
+@click.option("--fhe-check", type=click.IntRange(1, 1000), default=None,
+              help="Held-out applicants run with real FHE while building (each must equal the quantized model).")
 @click.option("--application-csv", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Real data: application_record.csv (needs --credit-csv).")
 @click.option("--credit-csv", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Real data: credit_record.csv (needs --application-csv).")
-def train(output_dir, samples, depth, n_bits, seed, fhe_check, application_csv, credit_csv):
-    """Train the monotone tree, compile the 3-input circuit and write deployment files."""
-    from credit_model.training import TrainingConfig, train_and_deploy
+def train(data, output_dir, samples, depth, min_samples_leaf, n_bits, seed, fhe_check, application_csv, credit_csv):
+    """Train a deployment's tree on DATA, compile the 3-input circuit and write its directory."""
+    from credit_model.deployment import DEPLOYMENTS_DIR
+    from credit_model.training import train_and_deploy, with_overrides
 
     if bool(application_csv) != bool(credit_csv):
         raise click.UsageError("--application-csv and --credit-csv go together")
-    config = TrainingConfig(samples=samples, max_depth=depth, n_bits=n_bits, seed=seed,
-                            fhe_check_samples=fhe_check, application_csv=application_csv,
-                            credit_csv=credit_csv)
+    config = with_overrides(data, samples=samples, max_depth=depth, min_samples_leaf=min_samples_leaf,
+                            n_bits=n_bits, seed=seed, fhe_check_samples=fhe_check,
+                            application_csv=application_csv, credit_csv=credit_csv)
+    output_dir = output_dir or DEPLOYMENTS_DIR / data
     manifest = train_and_deploy(output_dir, config, log=click.echo)
-    fhe = manifest["fhe"]
+    fhe, timings = manifest["fhe"], manifest["timings"]
     click.echo(f"wrote {output_dir}: eval key {fhe['eval_key_bytes'] / 1e6:.1f} MB, "
-               f"keygen {fhe['keygen_s']} s, run {fhe['run_s_median']} s")
+               f"keygen {timings['keygen_s']} s, run {timings['run_s_median']} s")
 
 
 if __name__ == "__main__":

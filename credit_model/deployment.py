@@ -1,4 +1,4 @@
-"""The deployment directory: its manifest, file hashes, version checks, and a verified loader."""
+"""The deployment directory: its manifest (schema, slices, figures), file hashes, version checks, a verified loader."""
 
 from __future__ import annotations
 
@@ -6,16 +6,21 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from .preprocessing import PartyPreprocessor
-from .schema import PARTIES, YEARS_EMPLOYED_BINS
+from .schema import PARTIES, Schema, SchemaError
 
 MANIFEST = "manifest.json"
 FORMAT = "fhe-credit-sim/deployment/1"
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "deployment_files"
+# The committed deployments, one directory each; a deployment is named by its directory here, or given as a path.
+DEPLOYMENTS_DIR = Path(__file__).resolve().parent.parent / "deployment_files"
+COMMITTED = ("kaggle", "demo", "synthetic")
+DEFAULT = "kaggle"
+DEFAULT_DIR = DEPLOYMENTS_DIR / DEFAULT
 # Files every deployment holds besides the manifest.
 WARMUP = "warmup_inputs.json"
 ARTIFACTS = ("client.zip", "server.zip", "server_simulate.zip", WARMUP) + tuple(
@@ -76,15 +81,23 @@ class Deployment:
         return {p: tuple(self.manifest["parties"][p]["slice"]) for p in PARTIES}
 
     @property
+    def name(self) -> str:
+        return str(self.manifest.get("name") or self.directory.name)
+
+    @cached_property
+    def schema(self) -> Schema:
+        return Schema.from_dict(self.manifest["schema"])
+
+    @property
     def bins(self) -> tuple[str, ...]:
-        return tuple(self.manifest["years_employed_bins"])
+        return self.schema.bins
 
     @property
     def is_monotone_in_years(self) -> bool:
         return self.manifest.get("monotonic_cst", {}).get("Years_employed") == 1
 
     def preprocessor(self, party: str) -> PartyPreprocessor:
-        return PartyPreprocessor.load(self.directory / f"preprocessor_{party}.json")
+        return PartyPreprocessor.load(self.directory / f"preprocessor_{party}.json", self.schema)
 
     def warmup_inputs(self) -> list[bytes]:
         """Ciphertexts of zeros, one per party, under a key set that was discarded at once: public, they
@@ -115,9 +128,19 @@ class Deployment:
             str(self.directory), "server_simulate.zip" if simulate else "server.zip")
 
 
+def resolve(name_or_path: Path | str | None) -> Path:
+    """A committed deployment's name (kaggle, demo, synthetic) or a deployment directory; None is the default."""
+    if name_or_path is None or name_or_path == "":
+        return DEFAULT_DIR
+    text = str(name_or_path)
+    if text in COMMITTED:
+        return DEPLOYMENTS_DIR / text
+    return Path(text)
+
+
 def load_deployment(directory: Path | str | None = None, check_versions: bool = True) -> Deployment:
-    """Read and verify a deployment directory; raises DeploymentError with what is wrong and how to fix it."""
-    directory = Path(directory or DEFAULT_DIR)
+    """Read and verify a deployment (name or directory); raises DeploymentError with what is wrong and how to fix it."""
+    directory = resolve(directory)
     path = directory / MANIFEST
     hint = "regenerate it with `run_scenario.py train`"
     if not path.is_file():
@@ -145,6 +168,10 @@ def load_deployment(directory: Path | str | None = None, check_versions: bool = 
                 raise DeploymentError(
                     f"{directory} was built with {name} {built}, this environment has "
                     f"{current[name]}; install the pinned versions (setup.cfg) or {hint}")
-    if tuple(manifest.get("years_employed_bins", ())) != YEARS_EMPLOYED_BINS:
-        raise DeploymentError(f"{path}: years-employed bins differ from the schema's")
+    try:
+        schema = Schema.from_dict(manifest.get("schema"))
+    except SchemaError as exc:
+        raise DeploymentError(f"{path}: {exc}; {hint}") from None
+    if tuple(manifest.get("years_employed_bins", ())) != schema.bins:
+        raise DeploymentError(f"{path}: years_employed_bins differ from the schema's Years_employed categories")
     return Deployment(directory, manifest)

@@ -64,7 +64,10 @@ def explanation_for(first_approving: int | None, own: int, bins: Sequence[str], 
 
 
 def explain_linear(bins: Sequence[str], own: int, run: Callable[[int], bool]) -> Explanation:
-    """The demo's loop: run the own bin, then each higher bin, until the first approval."""
+    """The demo's loop: run the own bin, then each higher bin, until the first approval; in the last bin
+    already, no encrypted run at all (the demo answers at once)."""
+    if own == len(bins) - 1:
+        return explanation_for(None, own, bins, 0, [])
     tried = []
     for index in range(own, len(bins)):
         tried.append(index - own)

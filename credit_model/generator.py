@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .schema import (
+from .data_schemas import (
     EDUCATION_TYPES, FAMILY_STATUSES, HOUSING_TYPES, INCOME_TYPES, OCCUPATION_TYPES,
-    YEARS_EMPLOYED_BINS, years_employed_bin,
+    YEARS_EMPLOYED_BINS, bin_of_years,
 )
 
 LABEL = "Approved"
@@ -114,7 +114,7 @@ def generate_applicants(n: int, seed: int = 0) -> pd.DataFrame:
         "Occupation_type": occupation,
         "Housing_type": housing,
         "Account_age": rng.integers(0, 61, n),
-        "Years_employed": [years_employed_bin(y) for y in years],
+        "Years_employed": [bin_of_years(y) for y in years],
         "Employed": employed,
     })
     score = approval_score(df, rng.normal(0.0, 0.7, n))

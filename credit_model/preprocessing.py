@@ -1,4 +1,5 @@
-"""One preprocessor per party: validates raw records, one-hot encodes categories, scales numbers; JSON-saved."""
+"""One preprocessor per party: validates raw records against the deployment's schema, one-hot encodes categories,
+scales numbers; JSON-saved (the scaling only: the features come from the schema)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ import numpy as np
 if TYPE_CHECKING:  # pandas is for training only: the roles never import it (start-up time)
     import pandas as pd
 
-from .schema import FEATURES, MISSING_OCCUPATION, Feature, validate_record
+from .schema import MISSING, Feature, Schema
 
 FORMAT = "fhe-credit-sim/preprocessor/1"
 
 
 def _columns(feature: Feature) -> list[str]:
     if feature.kind == "category":
-        values = list(feature.categories) + ([MISSING_OCCUPATION] if feature.nullable else [])
+        values = list(feature.categories) + ([MISSING] if feature.nullable else [])
         return [f"{feature.name}={v}" for v in values]
     return [feature.name]
 
@@ -33,11 +34,12 @@ class PartyPreprocessor:
     """
 
     party: str
+    schema: Schema
     scaling: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def features(self) -> tuple[Feature, ...]:
-        return FEATURES[self.party]
+        return self.schema.features[self.party]
 
     @property
     def output_columns(self) -> list[str]:
@@ -61,7 +63,7 @@ class PartyPreprocessor:
             elif f.kind == "ordinal":
                 row.append(float(f.categories.index(value)))
             elif f.kind == "category":
-                key = MISSING_OCCUPATION if value is None else value
+                key = MISSING if value is None else value
                 row.extend(1.0 if c == f"{f.name}={key}" else 0.0 for c in _columns(f))
             else:
                 mean, std = self.scaling[f.name]
@@ -72,7 +74,7 @@ class PartyPreprocessor:
         """Validate then encode raw records (dicts); raises InputValidationError naming the field."""
         if not self.scaling and any(f.kind in ("int", "float") for f in self.features):
             raise RuntimeError(f"the {self.party} preprocessor is not fitted")
-        rows = [self._row(validate_record(self.party, r)) for r in records]
+        rows = [self._row(self.schema.validate_record(self.party, r)) for r in records]
         return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(self.output_columns))
 
     def transform_frame(self, df: "pd.DataFrame") -> np.ndarray:
@@ -86,20 +88,24 @@ class PartyPreprocessor:
                 "scaling": {k: list(v) for k, v in self.scaling.items()}}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PartyPreprocessor":
+    def from_dict(cls, data: Mapping[str, Any], schema: Schema) -> "PartyPreprocessor":
         if data.get("format") != FORMAT:
             raise ValueError(f"not a preprocessor file of format {FORMAT}: {data.get('format')!r}")
-        pre = cls(data["party"], {k: (float(v[0]), float(v[1])) for k, v in data["scaling"].items()})
+        pre = cls(data["party"], schema, {k: (float(v[0]), float(v[1])) for k, v in data["scaling"].items()})
         if list(data["columns"]) != pre.output_columns:
-            raise ValueError(f"{pre.party} preprocessor columns do not match the schema")
+            raise ValueError(f"{pre.party} preprocessor columns do not match the deployment's schema")
+        numbers = {f.name for f in pre.features if f.kind in ("int", "float")}
+        if set(pre.scaling) != numbers:
+            raise ValueError(f"{pre.party} preprocessor scales {sorted(pre.scaling)}, the schema's numbers are "
+                             f"{sorted(numbers)}")
         return pre
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path) -> "PartyPreprocessor":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    def load(cls, path: Path, schema: Schema) -> "PartyPreprocessor":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")), schema)
 
 
 def _to_python(record: dict[str, Any]) -> dict[str, Any]:

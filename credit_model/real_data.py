@@ -27,14 +27,14 @@ so the frame plugs into the preprocessors and the trainer as it is; extra column
             Occupation_type: "Job title", None when empty; Housing_type: "Dwelling" (values as they are).
    - bank:  Account_age: -"Account age" (months, 0..60).
    - agency: Employed: "Employment length" < 0 (365243 = not employed); Employment_years: -"Employment length" /
-            365.25 as a float, 0.0 when not employed; Years_employed: schema.years_employed_bin(Employment_years).
+            365.25 as a float, 0.0 when not employed; Years_employed: data_schemas.bin_of_years(Employment_years).
    - not owned by any party (kept for analysis, unused by the pipeline): Gender ("F"/"M"),
             Work_phone: "Has a work phone" == 1, Email: "Has an email" == 1.
    - Approved: "Is high risk" == 0.
 
 3. `load_demo()` (or `read_demo_csv(path)`): the 56-row table the reference (Zama) demo was trained on, its columns
    and categories kept as they are: 0/1 columns (Own_car, Own_property, Mobile_phone, Employed) become booleans,
-   Years_employed (the demo's bin index 0..5) becomes its label DEMO_YEARS_EMPLOYED_BINS[index]
+   Years_employed (the demo's bin index 0..5) becomes its label YEARS_EMPLOYED_BINS[index]
    (index 0 = "0-2" ... 5 = "18+", the demo's YEARS_EMPLOYED_BINS order), Approved: Target == 1.
 """
 
@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from .generator import LABEL
-from .schema import years_employed_bin
+from .data_schemas import YEARS_EMPLOYED_BINS, bin_of_years
 
 BAD_STATUSES = {"2", "3", "4", "5"}
 
@@ -62,8 +62,6 @@ DATA_DIR = Path(__file__).with_name("data")
 NOT_EMPLOYED_DAYS = 365243  # what the Kaggle data stores as "Employment length" / DAYS_EMPLOYED when not employed
 DAYS_PER_YEAR = 365.25
 
-# The reference demo's bins, in the order of its index column (its settings.py: YEARS_EMPLOYED_BINS).
-DEMO_YEARS_EMPLOYED_BINS = ("0-2", "2-5", "5-8", "8-11", "11-18", "18+")
 
 # Columns of the committed compact Kaggle files, in file order: the merged files' columns without "ID"
 # (unique per row and disjoint between train and test, so not needed to de-duplicate) and without
@@ -141,7 +139,7 @@ def load_real_data(application_csv: Path, credit_csv: Path) -> pd.DataFrame:
         "Occupation_type": occupation,
         "Housing_type": df["NAME_HOUSING_TYPE"],
         "Account_age": df["Account_age"].astype(int),
-        "Years_employed": [years_employed_bin(y) for y in years],
+        "Years_employed": [bin_of_years(y) for y in years],
         "Employed": employed,
     })
     out[LABEL] = ~df["bad"]
@@ -219,7 +217,7 @@ def read_kaggle_csv(path: Path) -> pd.DataFrame:
         "Occupation_type": _text(src, df, "Job title", nullable=True),
         "Housing_type": _text(src, df, "Dwelling"),
         "Account_age": -_number(src, df, "Account age", integer=True, maximum=0),
-        "Years_employed": [years_employed_bin(y) for y in years],
+        "Years_employed": [bin_of_years(y) for y in years],
         "Employed": employed,
         "Employment_years": years,
         "Gender": _text(src, df, "Gender"),
@@ -243,7 +241,7 @@ def read_demo_csv(path: Path) -> pd.DataFrame:
     src = Path(path)
     df = _read_text_csv(src)
     _require_columns(src, df.columns, DEMO_COLUMNS)
-    bins = _number(src, df, "Years_employed", integer=True, minimum=0, maximum=len(DEMO_YEARS_EMPLOYED_BINS) - 1)
+    bins = _number(src, df, "Years_employed", integer=True, minimum=0, maximum=len(YEARS_EMPLOYED_BINS) - 1)
     out = pd.DataFrame({
         "Own_car": _choice(src, df, "Own_car", "1", "0"),
         "Own_property": _choice(src, df, "Own_property", "1", "0"),
@@ -258,7 +256,7 @@ def read_demo_csv(path: Path) -> pd.DataFrame:
         "Occupation_type": _text(src, df, "Occupation_type", nullable=True),
         "Housing_type": _text(src, df, "Housing_type"),
         "Account_age": _number(src, df, "Account_age", integer=True, minimum=0),
-        "Years_employed": [DEMO_YEARS_EMPLOYED_BINS[i] for i in bins],
+        "Years_employed": [YEARS_EMPLOYED_BINS[i] for i in bins],
         "Employed": _choice(src, df, "Employed", "1", "0"),
         LABEL: _choice(src, df, "Target", "1", "0"),
     })

@@ -1,8 +1,9 @@
-"""The credit-scoring agency role: owns Years_employed and Employed; re-encrypts candidate bins on request."""
+"""The credit-scoring agency role: owns Years_employed and Employed; re-encrypts candidate bins on request
+(the bins are the deployment's, from its schema)."""
 
 from __future__ import annotations
 
-from credit_model.schema import YEARS_EMPLOYED_BINS
+from credit_model.schema import YEARS_FEATURE
 from protocol.errors import ErrorCode, Forbidden, ProtocolError
 from protocol.messages import Ack, Candidate
 from protocol.settings import RoleSettings, role_command, run_as_process
@@ -23,15 +24,15 @@ class Agency(FeatureParty):
         key_id, features = self.records[message.session_id]
         if key_id != message.key_id:
             raise Forbidden(f"session {message.session_id!r} was encrypted under another key id")
-        own = YEARS_EMPLOYED_BINS.index(features["Years_employed"])
+        bins = self.schema.bins
+        own = bins.index(features[YEARS_FEATURE])
         target = own + message.offset
-        if message.offset < 0 or target >= len(YEARS_EMPLOYED_BINS):
+        if message.offset < 0 or target >= len(bins):
             raise ProtocolError(f"offset {message.offset} leaves the bins (own bin is "
-                                f"{features['Years_employed']})", ErrorCode.MALFORMED)
-        detail = {"bin": YEARS_EMPLOYED_BINS[target], "own_index": own,
-                  "bins_above": len(YEARS_EMPLOYED_BINS) - 1 - own}
+                                f"{features[YEARS_FEATURE]})", ErrorCode.MALFORMED)
+        detail = {"bin": bins[target], "own_index": own, "bins_above": len(bins) - 1 - own}
         if message.encrypt:
-            candidate = dict(features, Years_employed=YEARS_EMPLOYED_BINS[target])
+            candidate = dict(features, **{YEARS_FEATURE: bins[target]})
             detail.update(self.send_input(message.session_id, key_id, message.variant, candidate))
         return Ack(detail)
 

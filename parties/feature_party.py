@@ -55,6 +55,7 @@ class FeatureParty(Node):
         self.settings = settings
         self.simulate = settings.fhe == "simulate"
         deployment = load_deployment(settings.deployment)
+        self.schema = deployment.schema
         self.pre = deployment.preprocessor(party)
         self.cipher = PartyCipher(deployment, self.simulate)
         self.keys: OrderedDict[str, InputEncryptor] = OrderedDict()  # key id -> input-only key set

@@ -3,3 +3,9 @@
 from pathlib import Path
 
 SCENARIO_DIR = Path(__file__).resolve().parent
+
+
+def shipped_scenarios(deployment_name: str) -> Path:
+    """The folder of a committed deployment's shipped scenarios: kaggle's (the default) are at the top level."""
+    folder = SCENARIO_DIR / deployment_name
+    return folder if deployment_name != "kaggle" and folder.is_dir() else SCENARIO_DIR

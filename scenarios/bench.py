@@ -24,9 +24,9 @@ from .spec import Applicant, Expect, Scenario, Step
 Log = Callable[[str], None]
 
 
-def _scenario(name: str, applicants: list[Applicant], fhe: str) -> Scenario:
+def _scenario(name: str, applicants: list[Applicant], fhe: str, deployment: Deployment) -> Scenario:
     return Scenario(path=f"(bench {name})", name=name, description=f"benchmark: {name}",
-                    applicants=tuple(applicants), fhe=fhe, deadline_s=3600)
+                    applicants=tuple(applicants), fhe=fhe, deadline_s=3600, deployment=str(deployment.directory))
 
 
 def _median(values: list[float]) -> float:
@@ -54,11 +54,11 @@ def in_process_baseline(deployment: Deployment, records: dict, repeats: int) -> 
     return {"first_s": round(first, 4), "warm_s": _median(warm), "warm_all_s": [round(w, 4) for w in warm]}
 
 
-def multi_process(records: dict, repeats: int, fhe: str, log: Log) -> dict:
+def multi_process(deployment: Deployment, records: dict, repeats: int, fhe: str, log: Log) -> dict:
     """One applicant applying 1 + repeats times through the four processes; per-step costs and bytes."""
     steps = (Step("predict", expect=Expect()),)
     applicants = [Applicant("bench", records, steps) for _ in range(repeats + 1)]
-    report = ScenarioRunner(_scenario("repeat", applicants, fhe), progress=log).run()
+    report = ScenarioRunner(_scenario("repeat", applicants, fhe, deployment), progress=log).run()
     if not report.passed:
         raise RuntimeError(f"benchmark run failed: {report.fatal or report.applicants}")
     per_app: dict[int, dict] = defaultdict(dict)
@@ -102,35 +102,40 @@ def multi_process(records: dict, repeats: int, fhe: str, log: Log) -> dict:
     }
 
 
-def explanation_costs(cases: dict[str, tuple[dict, tuple[str, ...]]], fhe: str, log: Log) -> list[dict]:
-    """linear against bisect from each given starting bin, per applicant (name -> (records, bins))."""
+def explanation_costs(cases: dict[str, tuple[dict, tuple[str, ...]]], fhe: str, log: Log,
+                      deployment: Deployment) -> list[dict]:
+    """linear against bisect (monotone models only) from each given starting bin, per applicant
+    (name -> (records, bins))."""
+    strategies = ("linear", "bisect") if deployment.is_monotone_in_years else ("linear",)
     applicants, starts = [], []
     for name, (records, bins) in cases.items():
         for label in bins:
             data = {**records, "agency": {**records["agency"], "Years_employed": label}}
-            steps = (Step("predict", expect=Expect(decision="denied")), Step("explain", "linear"),
-                     Step("explain", "bisect"))
+            steps = (Step("predict", expect=Expect(decision="denied")),
+                     *(Step("explain", strategy) for strategy in strategies))
             applicants.append(Applicant(name, data, steps))
             starts.append((name, label))
-    report = ScenarioRunner(_scenario("explain", applicants, fhe), progress=log).run()
+    report = ScenarioRunner(_scenario("explain", applicants, fhe, deployment), progress=log).run()
     if not report.passed:
         raise RuntimeError(f"explanation benchmark failed: {report.fatal or [a.failures for a in report.applicants]}")
     rows, current = [], {}
     for step in report.steps:
         if step.name.startswith("explain"):
             current[step.detail["strategy"]] = step
-            if len(current) == 2:
-                lin, bis = current["linear"], current["bisect"]
+            if len(current) == len(strategies):
+                lin = current["linear"]
+                bis = current.get("bisect", lin)
                 name, label = starts[len(rows)]
                 rows.append({"applicant": name, "start_bin": label, "outcome": lin.detail["outcome"],
                              "linear_runs": lin.detail["runs"],
                              "linear_s": lin.seconds, "bisect_runs": bis.detail["runs"], "bisect_s": bis.seconds,
-                             "same_answer": lin.detail["explanation"] == bis.detail["explanation"]})
+                             "same_answer": lin.detail["explanation"] == bis.detail["explanation"],
+                             "bisect_measured": "bisect" in current})
                 current = {}
     return rows
 
 
-def startup(deployment: Deployment, repeats: int, log: Log) -> dict:
+def startup(deployment: Deployment, scenario_dir: Path, repeats: int, log: Log) -> dict:
     """What a person waits for around the FHE work: roles ready, and whole CLI runs from process start to exit."""
     import subprocess
     import sys
@@ -157,8 +162,8 @@ def startup(deployment: Deployment, repeats: int, log: Log) -> dict:
         return time.perf_counter() - t0
 
     figures = {"roles_ready_s": _median(ready), "roles_ready_all_s": [round(r, 3) for r in ready],
-               "scenario_wall_s": _median([wall() for _ in range(repeats)]),
-               "scenario_wall_simulate_s": _median([wall("scenarios/denied_bin_found.yaml", "--fhe", "simulate")
+               "scenario_wall_s": _median([wall(str(scenario_dir / "approved.yaml")) for _ in range(repeats)]),
+               "scenario_wall_simulate_s": _median([wall(str(scenario_dir / "denied_bin_found.yaml"), "--fhe", "simulate")
                                                     for _ in range(repeats)])}
     log(f"   {figures}")
     return figures
@@ -227,11 +232,11 @@ def cost_growth(depths: tuple[int, ...], bit_widths: tuple[int, ...], log: Log) 
         with tempfile.TemporaryDirectory(prefix="fcs-growth-") as tmp:
             manifest = train_and_deploy(Path(tmp) / "d", TrainingConfig(max_depth=depth, n_bits=bits,
                                                                         fhe_check_samples=3), log=lambda _: None)
-        m, f = manifest["metrics"], manifest["fhe"]
+        m, f, t = manifest["metrics"], manifest["fhe"], manifest["timings"]
         rows.append({"depth": depth, "bits": bits, "nodes": m["node_count"], "pbs": m["programmable_bootstraps"],
-                     "accuracy_float": m["accuracy_float"], "accuracy_quantized": m["accuracy_quantized"],
-                     "keygen_s": f["keygen_s"], "eval_key_bytes": f["eval_key_bytes"],
-                     "run_s": f["run_s_median"]})
+                     "accuracy_float": m["float"]["accuracy"], "accuracy_quantized": m["quantized"]["accuracy"],
+                     "keygen_s": t["keygen_s"], "eval_key_bytes": f["eval_key_bytes"],
+                     "run_s": t["run_s_median"]})
         log(f"   {rows[-1]}")
     return rows
 
@@ -243,10 +248,11 @@ def cost_vs_features(widths: tuple[int, ...], depth: int, bits: int, log: Log) -
 
     from credit_model.fhe_model import compile_multi_input
     from credit_model.generator import LABEL, generate_applicants
+    from credit_model.data_schemas import SYNTHETIC_SCHEMA
     from credit_model.preprocessing import PartyPreprocessor
 
     df = generate_applicants(6000, seed=0)
-    x = {p: PartyPreprocessor(p).fit(df).transform_frame(df) for p in PARTIES}
+    x = {p: PartyPreprocessor(p, SYNTHETIC_SCHEMA).fit(df).transform_frame(df) for p in PARTIES}
     y = df[LABEL].to_numpy(int)
     rows = []
     for width in widths:
@@ -274,19 +280,20 @@ def cost_vs_features(widths: tuple[int, ...], depth: int, bits: int, log: Log) -
     return rows
 
 
-def run_benchmarks(deployment: Deployment, approved: dict, explain_cases: dict, quick: bool, log: Log) -> dict:
+def run_benchmarks(deployment: Deployment, scenario_dir: Path, approved: dict, explain_cases: dict, quick: bool,
+                   log: Log) -> dict:
     """Everything `run_scenario.py bench` prints; returns the figures (headline keys first)."""
     repeats = 2 if quick else 5
     log("== start-up: roles ready, whole runs of the CLI")
-    starting = startup(deployment, 2 if quick else 3, log)
+    starting = startup(deployment, scenario_dir, 1 if quick else 3, log)
     log("== in-process baseline (same keygen, encrypt, run, decrypt; one process)")
     baseline = in_process_baseline(deployment, approved, repeats)
     log(f"   {baseline}")
     log("== four processes, one applicant applying repeatedly (keys reused)")
-    multi = multi_process(approved, repeats, "execute", log=lambda _: None)
+    multi = multi_process(deployment, approved, repeats, "execute", log=lambda _: None)
     log(f"   {multi}")
     log("== explainability loop from every starting bin (linear vs bisect)")
-    explain = explanation_costs(explain_cases, "execute", log=lambda _: None)
+    explain = explanation_costs(explain_cases, "execute", lambda _: None, deployment)
     for row in explain:
         log(f"   {row}")
     log("== evaluator worker processes")
@@ -306,8 +313,9 @@ def run_benchmarks(deployment: Deployment, approved: dict, explain_cases: dict, 
         "client_key_import_s": multi["client_key_import_s"],
         **{k: v for k, v in starting.items() if not k.endswith("_all_s")},
         "eval_key_bytes": multi["eval_key_bytes"],
-        "accuracy_float": metrics["accuracy_float"],
-        "accuracy_quantized": metrics["accuracy_quantized"],
+        "accuracy_float": metrics["float"]["accuracy"],
+        "accuracy_quantized": metrics["quantized"]["accuracy"],
+        "balanced_accuracy_quantized": metrics["quantized"]["balanced_accuracy"],
         "bisect_max_runs": max(r["bisect_runs"] for r in explain),
         "linear_max_runs": max(r["linear_runs"] for r in explain),
         "repeat_speedup": round(multi["first_e2e_s"] / multi["warm_e2e_s"], 2),

@@ -13,7 +13,7 @@ import zmq
 
 from credit_model.deployment import Deployment
 from credit_model.explainability import is_approved
-from credit_model.schema import FEATURES, PARTIES
+from credit_model.schema import PARTIES
 from protocol.curve import Curve
 from protocol.messages import EvalKey, GetOutput, Input, Output, Run, decode, encode
 from protocol.transport import make_socket
@@ -29,12 +29,25 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def applicant_records(count: int, seed: int) -> list[dict]:
+def applicant_records(deployment: Deployment, count: int, seed: int) -> list[dict]:
+    """`count` applicants of the deployment's data set (real rows for kaggle and demo, generated otherwise)."""
     from credit_model.generator import generate_applicants
+    from credit_model.real_data import load_demo, load_kaggle
 
-    df = generate_applicants(count, seed)
-    return [{p: {f.name: (row[f.name].item() if hasattr(row[f.name], "item") else row[f.name])
-                 for f in FEATURES[p]} for p in PARTIES} for _, row in df.iterrows()]
+    schema, data = deployment.schema, deployment.manifest.get("data")
+    if data == "kaggle":
+        df = load_kaggle("test").sample(count, random_state=seed)
+    elif data == "demo":
+        df = load_demo().sample(count, random_state=seed, replace=count > 56)
+    else:
+        df = generate_applicants(count, seed)
+
+    def plain(value):
+        value = value.item() if hasattr(value, "item") else value
+        return None if isinstance(value, float) and value != value else value
+
+    return [{p: {f.name: plain(row[f.name]) for f in schema.features[p]} for p in PARTIES}
+            for _, row in df.iterrows()]
 
 
 def concurrent_sessions(deployment: Deployment, sessions: int, log: Callable[[str], None] = print,
@@ -45,7 +58,7 @@ def concurrent_sessions(deployment: Deployment, sessions: int, log: Callable[[st
     from credit_model.simulation import ClearModel
 
     clear = ClearModel(deployment)
-    records = applicant_records(sessions, seed)
+    records = applicant_records(deployment, sessions, seed)
     expected = [clear.approved(r) for r in records]
     results: list[dict | None] = [None] * sessions
     with tempfile.TemporaryDirectory(prefix="fcs-load-") as tmp:

@@ -1,4 +1,5 @@
-"""Scenario files: their schema, and validation that names the file, the field and what was expected."""
+"""Scenario files: their schema, and validation that names the file, the field and what was expected; applicants
+are checked against the schema of the scenario's deployment (its `deployment:` field, or the one given)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from credit_model.explainability import STRATEGIES
-from credit_model.schema import InputValidationError, PARTIES, YEARS_EMPLOYED_BINS, validate_record
+from credit_model.deployment import COMMITTED, DeploymentError, load_deployment, resolve
+from credit_model.schema import PARTIES, InputValidationError, Schema
 from protocol.errors import ErrorCode
 from protocol.messages import MessageType
 from protocol.safe_yaml import UnsafeYamlError, key_path, load_yaml
@@ -88,6 +90,7 @@ class Scenario:
     name: str
     description: str
     applicants: tuple[Applicant, ...]
+    deployment: str = ""  # the deployment directory the applicants were checked against
     fhe: str = "execute"
     transport: str = "ipc"
     strategy: str = "linear"
@@ -134,7 +137,7 @@ class _Checker:
         return value
 
 
-def _expect(c: _Checker, raw, where: str, action: str) -> Expect:
+def _expect(c: _Checker, raw, where: str, action: str, bins: tuple[str, ...]) -> Expect:
     keys = {"predict": {"decision", "keygen", "eval_key_upload"},
             "explain": {"outcome", "bin", "max_runs"}}[action] | {"message", "error", "error_mentions"}
     raw = c.mapping({} if raw is None else raw, where, set(), keys)
@@ -146,7 +149,7 @@ def _expect(c: _Checker, raw, where: str, action: str) -> Expect:
         elif key == "outcome":
             out[key] = c.choice(value, here, OUTCOMES)
         elif key == "bin":
-            out[key] = c.choice(value, here, YEARS_EMPLOYED_BINS)
+            out[key] = c.choice(value, here, bins)
         elif key == "error":
             out[key] = c.choice(value, here, [code.value for code in ErrorCode])
         elif key in ("keygen", "eval_key_upload"):
@@ -162,7 +165,7 @@ def _expect(c: _Checker, raw, where: str, action: str) -> Expect:
     return Expect(**out)
 
 
-def _step(c: _Checker, raw, where: str) -> Step:
+def _step(c: _Checker, raw, where: str, bins: tuple[str, ...]) -> Step:
     raw = c.mapping(raw, where, {"action"}, {"strategy", "withhold", "expect"})
     action = c.choice(raw["action"], f"{where}.action", ACTIONS)
     strategy = raw.get("strategy")
@@ -175,10 +178,28 @@ def _step(c: _Checker, raw, where: str) -> Step:
         c.fail(f"{where}.withhold", "expected a list of parties, on a predict step")
     for i, party in enumerate(withhold):
         c.choice(party, f"{where}.withhold[{i}]", ("bank", "agency"))
-    return Step(action, strategy, tuple(withhold), _expect(c, raw.get("expect"), f"{where}.expect", action))
+    return Step(action, strategy, tuple(withhold), _expect(c, raw.get("expect"), f"{where}.expect", action, bins))
 
 
-def parse_scenario(text: str | bytes, path: Path | str) -> Scenario:
+def _deployment(c: _Checker, raw, path: Path | str, override: str | Path | None) -> tuple[str, Schema]:
+    """The deployment to check against: the one given (e.g. --deployment), else the file's, else the default.
+    A name is a committed deployment; a path is taken relative to the scenario file."""
+    if override is not None:
+        where, directory = "--deployment", resolve(override)
+    elif "deployment" in raw:
+        name = c.text(raw["deployment"], "deployment", limit=500)
+        where = "deployment"
+        directory = resolve(name) if name in COMMITTED else Path(path).parent / name
+    else:
+        where, directory = "deployment (default)", resolve(None)
+    try:
+        deployment = load_deployment(directory, check_versions=False)
+    except DeploymentError as exc:
+        c.fail(where, f"a deployment ({', '.join(COMMITTED)} or a directory): {exc}")
+    return str(deployment.directory), deployment.schema
+
+
+def parse_scenario(text: str | bytes, path: Path | str, deployment: str | Path | None = None) -> Scenario:
     c = _Checker(path)
     try:
         # Anchors and aliases are allowed (a shipped scenario repeats an applicant with &alice / <<: *alice); every
@@ -187,13 +208,14 @@ def parse_scenario(text: str | bytes, path: Path | str) -> Scenario:
     except UnsafeYamlError as exc:
         raise ScenarioError(path, exc.where or "file", exc.reason) from None
     raw = c.mapping(raw, "", {"name", "description", "applicants"},
-                    {"fhe", "transport", "strategy", "deadline_s", "command_timeout_s", "request_timeout_s",
-                     "faults", "expect_failure"})
+                    {"deployment", "fhe", "transport", "strategy", "deadline_s", "command_timeout_s",
+                     "request_timeout_s", "faults", "expect_failure"})
     name = c.text(raw["name"], "name", NAME)
     description = c.text(raw["description"], "description", limit=300)
     deadline = c.seconds(raw.get("deadline_s", 900.0), "deadline_s")
     command_timeout = c.seconds(raw.get("command_timeout_s", 600.0), "command_timeout_s")
     request_timeout = c.seconds(raw["request_timeout_s"], "request_timeout_s") if "request_timeout_s" in raw else None
+    directory, schema = _deployment(c, raw, path, deployment)
     applicants_raw = raw["applicants"]
     if not isinstance(applicants_raw, list) or not 1 <= len(applicants_raw) <= MAX_APPLICANTS:
         c.fail("applicants", f"expected a list of 1 to {MAX_APPLICANTS} applicants")
@@ -204,17 +226,17 @@ def parse_scenario(text: str | bytes, path: Path | str) -> Scenario:
         data = {}
         for party in PARTIES:
             try:
-                data[party] = validate_record(party, entry[party])
+                data[party] = schema.validate_record(party, entry[party])
             except InputValidationError as exc:
                 c.fail(f"{where}.{party}" if exc.field == "-" else key_path(f"{where}.{party}", exc.field),
                        f"{exc.problem}" + (f" (allowed: {exc.allowed})" if exc.allowed else ""))
         steps_raw = entry["steps"]
         if not isinstance(steps_raw, list) or not 1 <= len(steps_raw) <= 20:
             c.fail(f"{where}.steps", "expected a list of 1 to 20 steps")
-        steps = tuple(_step(c, s, f"{where}.steps[{j}]") for j, s in enumerate(steps_raw))
+        steps = tuple(_step(c, s, f"{where}.steps[{j}]", schema.bins) for j, s in enumerate(steps_raw))
         applicants.append(Applicant(c.text(entry["name"], f"{where}.name", NAME), data, steps))
     return Scenario(
-        path=str(path), name=name, description=description, applicants=tuple(applicants),
+        path=str(path), name=name, description=description, applicants=tuple(applicants), deployment=directory,
         fhe=c.choice(raw.get("fhe", "execute"), "fhe", ("execute", "simulate")),
         transport=c.choice(raw.get("transport", "ipc"), "transport", ("ipc", "tcp")),
         strategy=c.choice(raw.get("strategy", "linear"), "strategy", STRATEGIES),
@@ -259,7 +281,7 @@ def _expect_failure(c: _Checker, raw) -> dict | None:
             "step": c.choice(raw["step"], "expect_failure.step", CALLS)}
 
 
-def load_scenario(path: Path | str) -> Scenario:
+def load_scenario(path: Path | str, deployment: str | Path | None = None) -> Scenario:
     path = Path(path)
     try:
         if not path.is_file():
@@ -270,4 +292,4 @@ def load_scenario(path: Path | str) -> Scenario:
         raise ScenarioError(path, "file", f"a readable scenario file ({exc.strerror or type(exc).__name__})") from None
     if len(data) > MAX_FILE_BYTES:
         raise ScenarioError(path, "file", f"at most {MAX_FILE_BYTES} bytes")
-    return parse_scenario(data, path)
+    return parse_scenario(data, path, deployment)

@@ -30,6 +30,19 @@ def clear_model(deployment):
 
 
 @pytest.fixture(scope="session")
+def schema(deployment):
+    """The default deployment's schema (read from its manifest)."""
+    return deployment.schema
+
+
+@pytest.fixture(scope="session")
+def held_out(deployment):
+    """held_out(n, seed): n applicants of the default deployment's data set (its held-out test file)."""
+    from scenarios.load import applicant_records
+    return lambda n, seed: applicant_records(deployment, n, seed)
+
+
+@pytest.fixture(scope="session")
 def shipped():
     """Applicant data from the shipped scenarios, by scenario name."""
     return {p.stem: load_scenario(p) for p in SCENARIO_DIR.glob("*.yaml")}
@@ -45,10 +58,10 @@ def start_roles(tmp_path):
     """Start a subset of roles as real processes (CURVE on) under tmp; every one is stopped afterwards."""
     started = []
 
-    def start(roles, fhe="simulate", transport="ipc", extra_args=None):
+    def start(roles, fhe="simulate", transport="ipc", extra_args=None, deployment=None):
         run_dir = tmp_path / f"run{len(started)}"
         run_dir.mkdir()
-        procs = ProcessSet(run_dir, transport, fhe, None, extra_args or {})
+        procs = ProcessSet(run_dir, transport, fhe, deployment, extra_args or {})
         started.append(procs)
         procs.start(180, roles)
         return procs

@@ -120,16 +120,17 @@ def test_every_decision_in_the_project_goes_through_the_one_rule():
     assert offenders == []
 
 
-def test_the_user_and_the_clear_model_agree_on_a_tie(start_roles, clear_model):
-    """Find an applicant on a leaf where p(approved) == p(denied) and check the user role says denied."""
-    from credit_model.generator import generate_applicants
-    from credit_model.schema import FEATURES, PARTIES
+def test_the_user_and_the_clear_model_agree_on_a_tie(start_roles):
+    """Find an applicant on a leaf where p(approved) == p(denied) and check the user role says denied
+    (the synthetic deployment has such a leaf)."""
+    from credit_model.deployment import load_deployment
+    from credit_model.simulation import ClearModel
+    from scenarios.load import applicant_records
 
-    frame = generate_applicants(3000, seed=11)
+    synthetic = load_deployment("synthetic")
+    clear_model = ClearModel(synthetic)
     tie = None
-    for _, row in frame.iterrows():
-        records = {p: {f.name: (row[f.name].item() if hasattr(row[f.name], "item") else row[f.name])
-                       for f in FEATURES[p]} for p in PARTIES}
+    for records in applicant_records(synthetic, 3000, 11):
         p_denied, p_approved = clear_model.probabilities(records)
         if p_denied == p_approved:
             tie = records
@@ -137,7 +138,7 @@ def test_the_user_and_the_clear_model_agree_on_a_tie(start_roles, clear_model):
     if tie is None:
         pytest.skip("the deployed model has no leaf with p(approved) == p(denied)")
     assert clear_model.approved(tie) is False
-    procs = start_roles(("evaluator", "user", "bank", "agency"))
+    procs = start_roles(("evaluator", "user", "bank", "agency"), deployment="synthetic")
     procs.command("user", "prepare", {"session_id": "t-1", "key_id": "t", "features": tie["user"]}, 60)
     for party in ("bank", "agency"):
         procs.command(party, "encrypt", {"session_id": "t-1", "key_id": "t", "features": tie[party]}, 60)

@@ -69,7 +69,7 @@ def test_run_exits_non_zero_naming_applicant_step_and_party(runner, tmp_path):
     wrong.write_text(yaml.safe_dump(data))
     result = runner.invoke(cli, ["run", str(wrong), "--fhe", "simulate"])
     assert result.exit_code == 1
-    assert "applicant 'alice' (alice-1), step 1 (predict), party user: expected decision 'denied'" in result.output
+    assert "applicant 'ada' (ada-1), step 1 (predict), party user: expected decision 'denied'" in result.output
 
 
 @pytest.mark.parametrize("module", ["parties.user", "parties.bank", "parties.agency", "evaluator.__main__"])
@@ -94,13 +94,25 @@ def test_role_config_file_is_validated(runner, tmp_path):
 
 @pytest.mark.fhe
 @pytest.mark.slow
-def test_train_writes_a_verified_deployment_whose_fhe_agrees_with_the_clear_model(runner, tmp_path):
-    out = tmp_path / "deploy"
-    result = runner.invoke(cli, ["train", "--output", str(out), "--samples", "1500", "--depth", "4",
-                                 "--bits", "3", "--seed", "5", "--fhe-check", "20"])
-    assert result.exit_code == 0, result.output
+def test_train_writes_a_verified_deployment_reproducibly(runner, tmp_path):
+    """Two builds with the same seed: the same tree, preprocessors, circuit files and figures; only the FHE keys
+    (not stored), the warm-up ciphertexts and the timings differ."""
     from credit_model.deployment import load_deployment
-    manifest = load_deployment(out).manifest
+
+    builds = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        result = runner.invoke(cli, ["train", "--data", "synthetic", "--output", str(out), "--samples", "1500",
+                                     "--depth", "4", "--bits", "3", "--seed", "5", "--fhe-check", "20"])
+        assert result.exit_code == 0, result.output
+        builds.append(load_deployment(out))
+    manifest = builds[0].manifest
     assert manifest["fhe"]["fhe_agreement"] == "20/20"
     assert manifest["training"]["samples"] == 1500 and manifest["training"]["max_depth"] == 4
-    assert manifest["metrics"]["accuracy_float"] > 0.7
+    assert manifest["metrics"]["quantized"]["accuracy"] > 0.7
+    differs = {k for k in manifest if k != "name" and manifest[k] != builds[1].manifest[k]}
+    assert differs == {"timings", "files"}
+    files = {f for f in manifest["files"] if manifest["files"][f] != builds[1].manifest["files"][f]}
+    assert files == {"warmup_inputs.json"}
+    for name in ("client.zip", "server.zip", "preprocessor_user.json"):
+        assert (builds[0].directory / name).read_bytes() == (builds[1].directory / name).read_bytes()

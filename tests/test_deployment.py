@@ -5,19 +5,36 @@ import shutil
 
 import pytest
 
-from credit_model.deployment import ARTIFACTS, DeploymentError, load_deployment
-from credit_model.schema import YEARS_EMPLOYED_BINS
+from credit_model.deployment import ARTIFACTS, COMMITTED, DEFAULT, DeploymentError, load_deployment
 
 
-def test_committed_manifest(deployment):
+def test_the_default_is_the_kaggle_deployment(deployment):
+    assert DEFAULT == "kaggle" and deployment.name == "kaggle" and deployment.manifest["data"] == "kaggle"
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_manifests(name):
+    deployment = load_deployment(name)
     m = deployment.manifest
-    assert deployment.slices == {"user": (0, 47), "bank": (47, 48), "agency": (48, 50)}
-    assert tuple(m["years_employed_bins"]) == YEARS_EMPLOYED_BINS
-    assert deployment.is_monotone_in_years
+    widths = {p: len(m["schema"]["parties"][p]) for p in ("user", "bank", "agency")}
+    assert widths == {"user": 12, "bank": 1, "agency": 2}
+    assert tuple(m["years_employed_bins"]) == deployment.schema.bins == ("0-2", "2-5", "5-8", "8-11", "11-18", "18+")
+    assert deployment.is_monotone_in_years == (name != "demo")  # the demo's default tree has no constraint
     assert set(m["files"]) == set(ARTIFACTS)
-    metrics = m["metrics"]
-    assert metrics["accuracy_float"] - metrics["accuracy_quantized"] <= 0.01
     assert m["fhe"]["fhe_agreement"] == f"{m['fhe']['fhe_checked']}/{m['fhe']['fhe_checked']}"
+    assert m["fhe"]["fhe_checked"] >= {"kaggle": 200, "demo": 56, "synthetic": 50}[name]
+    assert set(m["metrics"]["features_read"]) <= {f for p in m["schema"]["parties"].values() for f in
+                                                  (x["name"] for x in p)}
+    q = m["metrics"]["quantized"]
+    assert 0 < q["denial_rate"] < 1 and q["accuracy"] > 0.5
+
+
+def test_the_kaggle_figures_are_on_the_held_out_file_next_to_a_baseline():
+    m = load_deployment("kaggle").manifest["metrics"]
+    assert m["quantized"]["rows"] == 7292 and m["quantized"]["high_risk_rows"] == 117
+    assert m["baseline_logistic_regression"]["rows"] == 7292
+    assert m["quantized"]["balanced_accuracy"] > 0.5 and m["quantized"]["auc"] > 0.5  # better than chance
+    assert m["quantized_novel_test_rows"]["rows"] < 7292
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from credit_model.explainability import (
     APPROVED, DENIED, explain_bisect, explain_linear, max_bisect_runs,
 )
-from credit_model.schema import YEARS_EMPLOYED_BINS as BINS
+BINS = ("0-2", "2-5", "5-8", "8-11", "11-18", "18+")  # the demo's bins, written out (not read from the code)
 
 
 def monotone_models():
@@ -16,8 +16,14 @@ def monotone_models():
         yield k, [i >= k for i in range(len(BINS))]
 
 
-@pytest.mark.parametrize("own", range(len(BINS)))
-@pytest.mark.parametrize("first, pattern", list(monotone_models()))
+def denied_cases():
+    """(own bin, first approving bin, pattern) for every monotone model and every own bin where the applicant
+    is denied: the only case the user role explains (an approved applicant gets NOT_DENIED)."""
+    return [(own, first, pattern) for first, pattern in monotone_models() for own in range(len(BINS))
+            if not pattern[own]]
+
+
+@pytest.mark.parametrize("own, first, pattern", denied_cases())
 def test_linear_and_bisect_agree_and_bisect_is_logarithmic(own, first, pattern):
     calls = {"linear": [], "bisect": []}
 
@@ -28,10 +34,19 @@ def test_linear_and_bisect_agree_and_bisect_is_logarithmic(own, first, pattern):
         return run
 
     linear = explain_linear(BINS, own, runner("linear"))
-    bisect = explain_bisect(BINS, own, runner("bisect"), own_approved=pattern[own])
+    bisect = explain_bisect(BINS, own, runner("bisect"))
     assert linear.message == bisect.message and linear.outcome == bisect.outcome and linear.bin == bisect.bin
     assert bisect.runs == len(calls["bisect"]) <= max_bisect_runs(len(BINS)) == 3
     assert linear.runs == len(calls["linear"]) <= len(BINS) - own
+    expected_bin = BINS[first] if first < len(BINS) else None  # from the pattern, not from the code
+    assert linear.bin == expected_bin
+    assert linear.outcome == ("at_last_bin" if own == len(BINS) - 1 else "bin_found" if expected_bin else "no_bin_helps")
+    if own == len(BINS) - 1:
+        assert calls["linear"] == [] and calls["bisect"] == []  # the demo makes no encrypted run in the last bin
+
+
+def test_denied_cases_cover_every_own_bin():
+    assert len(denied_cases()) == 21 and {own for own, _, _ in denied_cases()} == set(range(len(BINS)))
 
 
 def test_messages_are_the_demos():
@@ -43,8 +58,8 @@ def test_messages_are_the_demos():
     assert found.runs == 4 and found.offsets_tried == (0, 1, 2, 3)
     none = explain_linear(BINS, 1, approve_from(9)(1))
     assert none.outcome == "no_bin_helps" and "up to 18+ years does not seem to be enough" in none.message
-    last = explain_linear(BINS, 5, approve_from(9)(5))
-    assert last.outcome == "at_last_bin"
+    last = explain_linear(BINS, 5, lambda offset: pytest.fail("no run expected in the last bin"))
+    assert last.outcome == "at_last_bin" and last.runs == 0
     assert "you already have the maximum amount of years of employment (18+ years)" in last.message
 
 

@@ -24,6 +24,14 @@ HEAVY = "[m for m in sys.modules if m.split('.')[0] in ('torch','sklearn','panda
 
 
 @pytest.fixture(scope="module")
+def deployment():
+    """The runtime is tested on the synthetic deployment: its circuit's 3-bit inputs and key layout are
+    written out in the tests below (the default deployment's come from its own client.zip)."""
+    from credit_model.deployment import load_deployment
+    return load_deployment("synthetic")
+
+
+@pytest.fixture(scope="module")
 def spec(deployment):
     return rt.CircuitSpec.load(deployment.directory)
 

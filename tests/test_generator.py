@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from credit_model.generator import APPROVAL_THRESHOLD, LABEL, approval_score, generate_applicants
-from credit_model.schema import FEATURES, YEARS_EMPLOYED_BINS, validate_record
+from credit_model.data_schemas import SYNTHETIC_SCHEMA, YEARS_EMPLOYED_BINS
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +42,11 @@ def test_approval_rate_leaves_room_for_denials(frame):
 
 
 def test_rows_pass_the_schema(frame):
-    for party, features in FEATURES.items():
+    for party, features in SYNTHETIC_SCHEMA.features.items():
         row = frame.iloc[0]
         record = {f.name: (None if f.nullable and row[f.name] is None else row[f.name]) for f in features}
         record = {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()}
-        validate_record(party, record)
+        SYNTHETIC_SCHEMA.validate_record(party, record)
 
 
 def test_label_rule_is_monotone_in_years_employed(frame):

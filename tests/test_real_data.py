@@ -13,10 +13,11 @@ import pytest
 from credit_model.generator import LABEL
 from credit_model.preprocessing import PartyPreprocessor
 from credit_model.real_data import (
-    DATA_DIR, DEMO_YEARS_EMPLOYED_BINS, KAGGLE_COLUMNS, load_demo, load_kaggle, load_real_data,
+    DATA_DIR, KAGGLE_COLUMNS, load_demo, load_kaggle, load_real_data,
     read_demo_csv, read_kaggle_csv, write_compact_data,
 )
-from credit_model.schema import FEATURES, PARTIES, YEARS_EMPLOYED_BINS, validate_record, years_employed_bin
+from credit_model.data_schemas import KAGGLE_SCHEMA, YEARS_EMPLOYED_BINS, bin_of_years
+from credit_model.schema import PARTIES
 
 
 @pytest.fixture
@@ -64,10 +65,10 @@ def test_derivation(csv_files):
     assert pensioner["Occupation_type"] is None
     assert not pensioner[LABEL]  # STATUS 3: 90-119 days past due
     assert df.loc[270000.0][LABEL]  # STATUS 1 (30-59 days) is not a denial
-    for party, features in FEATURES.items():
+    for party, features in KAGGLE_SCHEMA.features.items():
         for _, row in df.reset_index().iterrows():
             record = {f.name: row[f.name] for f in features}
-            validate_record(party, {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()})
+            KAGGLE_SCHEMA.validate_record(party, {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()})
 
 
 def test_application_file_without_a_column_is_refused(csv_files, tmp_path):
@@ -156,7 +157,7 @@ def test_kaggle_derived_values_are_plausible(kaggle, split):
     assert (raw["Employment length"][not_employed] == "365243").all()
     assert (df["Employment_years"][not_employed] == 0).all()
     assert (df["Years_employed"][not_employed] == "0-2").all()
-    assert (df["Years_employed"] == [years_employed_bin(y) for y in df["Employment_years"]]).all()
+    assert (df["Years_employed"] == [bin_of_years(y) for y in df["Employment_years"]]).all()
     assert set(df["Years_employed"]) == set(YEARS_EMPLOYED_BINS)
     assert (df["Mobile_phone"] == raw["Has a phone"].eq("1")).all()
     assert (df["Occupation_type"].isna() == raw["Job title"].eq("")).all()
@@ -164,12 +165,12 @@ def test_kaggle_derived_values_are_plausible(kaggle, split):
     assert set(df["Gender"]) == {"F", "M"}
     # Every row passes the project's input validation for each party, and the frame fits the preprocessors.
     for party in PARTIES:
-        names = [f.name for f in FEATURES[party]]
+        names = [f.name for f in KAGGLE_SCHEMA.features[party]]
         for record in df[names].astype(object).where(df[names].notna(), None).to_dict("records"):
-            validate_record(party, {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()})
+            KAGGLE_SCHEMA.validate_record(party, {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()})
     sample = df.iloc[::97]
     for party in PARTIES:
-        matrix = PartyPreprocessor(party).fit(sample).transform_frame(sample)
+        matrix = PartyPreprocessor(party, KAGGLE_SCHEMA).fit(sample).transform_frame(sample)
         assert matrix.shape[0] == len(sample)
 
 
@@ -183,8 +184,8 @@ def test_demo_table():
     assert len(records) == 56 and sum(r["Target"] == "1" for r in records) == 39
     df = load_demo()
     assert len(df) == 56 and int(df[LABEL].sum()) == 39
-    assert (df["Years_employed"] == [DEMO_YEARS_EMPLOYED_BINS[int(r["Years_employed"])] for r in records]).all()
-    assert DEMO_YEARS_EMPLOYED_BINS[0] == "0-2" and DEMO_YEARS_EMPLOYED_BINS[5] == "18+"
+    assert (df["Years_employed"] == [YEARS_EMPLOYED_BINS[int(r["Years_employed"])] for r in records]).all()
+    assert YEARS_EMPLOYED_BINS[0] == "0-2" and YEARS_EMPLOYED_BINS[5] == "18+"
     assert set(df["Income_type"]) == {"Salaried", "Self-employed", "Pensioner", "Student"}
     assert {"Engineer", "Retired"} <= set(df["Occupation_type"])
     assert df["Employed"].sum() == 44 and df["Mobile_phone"].sum() == 34

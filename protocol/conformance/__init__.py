@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Callable
 
-from .basic import RECORD, common_checks, evaluator_checks, party_checks
+from .basic import common_checks, evaluator_checks, party_checks
 from .hostile import (
     admission_checks, authorization_checks, evaluator_hostile_checks, limit_checks, party_hostile_checks,
     slow_reader_check,
@@ -29,6 +29,11 @@ class Materials:
         return load_deployment(self.deployment_dir)
 
     @cached_property
+    def record(self) -> dict:
+        """One valid applicant of the deployment's schema; the expected answer comes from the clear model."""
+        return self.deployment.schema.example()
+
+    @cached_property
     def client(self):
         client = self.deployment.client()
         if self.fhe == "simulate":
@@ -40,20 +45,20 @@ class Materials:
     @cached_property
     def blobs(self) -> dict[str, bytes]:
         return {p: self.client.quantize_encrypt_serialize_party(
-            p, self.deployment.preprocessor(p).transform_records([RECORD[p]])) for p in PARTIES}
+            p, self.deployment.preprocessor(p).transform_records([self.record[p]])) for p in PARTIES}
 
     @cached_property
     def evaluation_key(self) -> bytes | None:
         return None if self.fhe == "simulate" else self.client.get_serialized_evaluation_keys()
 
     @cached_property
-    def output_secret_key(self) -> bytes:
-        """The secret key the circuit's output is encrypted under (the user keeps it)."""
+    def output_secret_key(self) -> tuple[int, bytes]:
+        """(key id, blob) of the secret key the circuit's output is encrypted under (the user keeps it)."""
         client = self.deployment.client()
         client.generate_private_and_evaluation_keys()
         keys = client.client.keys._keyset.get_client_keys().get_secret_keys()  # pylint: disable=protected-access
-        outputs = sorted(set(range(len(keys))) - set(client.input_key_ids()))
-        return keys[outputs[-1]].serialize()
+        output_id = self.deployment.spec().output_key_ids[0]
+        return output_id, keys[output_id].serialize()
 
     @cached_property
     def other_circuit_key(self) -> bytes:

@@ -9,12 +9,6 @@ from .. import PROTOCOL_VERSION
 from ..messages import Candidate, ClientKey, EvalKey, GetOutput, Input, KeyQuery, Ping, Run, encode
 from .target import Check, Target, is_error as _is_error, is_type as _is, show as _show
 
-# One applicant's record; any valid one would do. The expected answer comes from the clear model.
-RECORD = {"user": {"Own_car": True, "Own_property": True, "Mobile_phone": True, "Num_children": 0,
-                   "Household_size": 2, "Total_income": 95400.0, "Age": 34, "Income_type": "Working",
-                   "Education_type": "Incomplete higher", "Family_status": "Married",
-                   "Occupation_type": "Core staff", "Housing_type": "House / apartment"},
-          "bank": {"Account_age": 41}, "agency": {"Years_employed": "5-8", "Employed": True}}
 
 
 def common_checks(t: Target) -> list[Check]:
@@ -66,7 +60,7 @@ def legal_evaluator_sequence(t: Target, fhe: str, materials):
     from credit_model.simulation import ClearModel
 
     state: dict = {}
-    record = RECORD
+    record = materials.record
     sid, key = f"conf-{os.getpid()}", f"conf{os.getpid()}"
 
     def setup():

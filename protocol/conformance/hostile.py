@@ -225,8 +225,8 @@ def evaluator_hostile_checks(t: Target, materials, max_sessions: int) -> list[Ch
 def party_hostile_checks(t: Target, materials) -> list[Check]:
     """A bank or agency accepts from the user only the inputs' secret keys, never the output's."""
     def output_key_refused():
-        blob = materials.output_secret_key
-        reply = t.ask(ClientKey("conf-outkey", [2], (blob,)), "user")
+        key_id, blob = materials.output_secret_key
+        reply = t.ask(ClientKey("conf-outkey", [key_id], (blob,)), "user")
         return is_error(reply, "MALFORMED")
     return [("custody: a CLIENT_KEY carrying the output's secret key (not an input key) gets MALFORMED",
              output_key_refused)]

@@ -149,3 +149,16 @@ def test_the_manifest_names_what_the_kaggle_tree_reads():
     assert all(c.split("=")[0] in m["features_read"] for c in m["columns_read"])
     assert set(m["features_read"]) < {f["name"] for p in PARTIES
                                       for f in load_deployment("kaggle").manifest["schema"]["parties"][p]}
+
+
+@pytest.mark.fhe
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["kaggle", "demo", "synthetic"])
+def test_each_deployments_shipped_scenarios_pass_with_real_fhe(name):
+    from scenarios import shipped_scenarios
+
+    stems = ("approved", "denied_bin_found", "denied_no_bin_helps", "denied_last_bin", "explain_when_approved")
+    paths = [str(shipped_scenarios(name) / f"{stem}.yaml") for stem in stems]
+    result = RUNNER.invoke(cli, ["run", *paths])
+    assert result.exit_code == 0, result.output[-3000:]
+    assert result.output.count("PASSED") == 5 and "INSECURE" not in result.output

@@ -16,7 +16,7 @@ def _run(settings: RoleSettings) -> None:
               max_sessions=settings.max_sessions, max_keys=settings.max_keys,
               max_store_mb=settings.max_store_mb, workers=settings.workers,
               worker_threads=settings.worker_threads, curve=curve_for("evaluator", settings),
-              exit_with_parent=settings.exit_with_parent, faults=settings.fault,
+              exit_with_parent=settings.exit_with_parent, faults=settings.fault, liveness=settings.liveness,
               capture_dir=Path(settings.capture_dir) if settings.capture_dir else None).serve_forever()
 
 

@@ -44,7 +44,7 @@ class User(Node):
         super().__init__("user", settings.control, capture_dir=settings.capture_dir,
                          capture_client_key=settings.capture_client_key,
                          curve=curve_for("user", settings), exit_with_parent=settings.exit_with_parent,
-                         faults=settings.fault)
+                         faults=settings.fault, liveness=settings.liveness)
         self.settings = settings
         self.simulate = settings.fhe == "simulate"
         self.deployment = load_deployment(settings.deployment)

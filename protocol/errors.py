@@ -24,6 +24,7 @@ class ErrorCode(str, Enum):
     NOT_DENIED = "NOT_DENIED"
     UNKNOWN_ACTION = "UNKNOWN_ACTION"
     TIMEOUT = "TIMEOUT"
+    PEER_LOST = "PEER_LOST"
     INTERNAL = "INTERNAL"
 
     @classmethod
@@ -48,6 +49,13 @@ class ProtocolError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code.value}: {self.reason}"
+
+
+class PeerLost(ProtocolError):
+    """A peer's connection closed while an answer was awaited: its process ended, or it answered no
+    heartbeat within the liveness window (stopped, frozen, or cut off)."""
+
+    code = ErrorCode.PEER_LOST
 
 
 class VersionMismatch(ProtocolError):

@@ -17,6 +17,7 @@ import zmq
 from .authorization import authorize, size_limits
 from .errors import ErrorCode, ProtocolError, RemoteError
 from .messages import Error, Message, MessageType, Ping, Pong, Ready, Result, Shutdown, decode, encode
+from .liveness import DEFAULT_LIVENESS_S
 from .transport import (
     MAX_FRAME_BYTES, FaultPlan, PeerClient, RateLimitedLog, Received, TrafficLog, make_socket, receive,
     role_of, safe_name, send_nowait,
@@ -61,8 +62,10 @@ class Node:
 
     def __init__(self, role: str, control: str | None = None, poll_ms: int = 50,
                  capture_dir: Path | None = None, curve=None, exit_with_parent: bool = False,
-                 faults: str | None = None, capture_client_key: bool = False):
+                 faults: str | None = None, capture_client_key: bool = False,
+                 liveness: float = DEFAULT_LIVENESS_S):
         self.role = role
+        self.liveness = liveness  # a peer silent this long is lost (protocol/liveness.py)
         self.faults = FaultPlan(faults.split(",")) if faults else None
         self.parent = os.getppid() if exit_with_parent else None
         self.curve = curve
@@ -90,7 +93,7 @@ class Node:
             curve.start_authenticator(self.ctx)
             self.key_roles = curve.roles_by_key()
         if control:
-            self.control = make_socket(self.ctx, zmq.DEALER, self.identity)
+            self.control = make_socket(self.ctx, zmq.DEALER, self.identity, liveness=liveness)
             if curve is not None:
                 curve.client("runner")(self.control)
             self.control.connect(control)
@@ -100,7 +103,7 @@ class Node:
     def serve_router(self, endpoint: str, handler: Handler, channel: str | None = None,
                      max_frame: int = MAX_FRAME_BYTES, limits: dict | None = None, setup=None) -> zmq.Socket:
         """Bind a ROUTER for `channel` (default: the role's own name in the authorization table)."""
-        sock = make_socket(self.ctx, zmq.ROUTER, max_frame=max_frame)
+        sock = make_socket(self.ctx, zmq.ROUTER, max_frame=max_frame, liveness=self.liveness)
         if setup is not None:
             setup(sock)
         elif self.curve is not None:
@@ -116,7 +119,7 @@ class Node:
         if setup is None and self.curve is not None:
             setup = self.curve.client(name)
         peer = PeerClient(self.ctx, name, endpoint, self.identity, self.traffic, setup,
-                          should_stop=lambda: self.stopping, max_reply=max_reply)
+                          should_stop=lambda: self.stopping, max_reply=max_reply, liveness=self.liveness)
         peer.faults = self.faults
         self.peers[name] = peer
         return peer

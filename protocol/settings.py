@@ -27,6 +27,7 @@ class RoleSettings:
     fhe: str = "execute"
     request_timeout: float = 60.0
     run_timeout: float = 300.0
+    liveness: float = 4.0
     max_sessions: int = 20
     max_keys: int = 20
     max_store_mb: int = 4096
@@ -51,6 +52,8 @@ HELP = {
                    "a CLIENT_KEY carries are never written unless --capture-client-key is given too.",
     "capture_client_key": "TEST ONLY, INSECURE: also write the secret keys a CLIENT_KEY carries to the "
                           "capture directory (custody audits search the other roles' traffic for them).",
+    "liveness": "Seconds without a heartbeat (or with no connection) after which a peer is lost: a request "
+                "to it fails at once with PEER_LOST instead of waiting for --request-timeout.",
     "fault": "Inject message faults, comma-separated KIND:TYPE:COUNT[:SECONDS] (drop, delay, duplicate, "
              "corrupt), e.g. corrupt:INPUT:1. For tests and fault scenarios only.",
 }
@@ -64,6 +67,7 @@ RANGES: dict[str, tuple[Callable[[object], bool], str]] = {
     "log_level": (lambda v: v in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
     "request_timeout": (lambda v: 0 < v <= 1e6, "seconds, more than 0 and at most 1e6"),
     "run_timeout": (lambda v: 0 < v <= 1e6, "seconds, more than 0 and at most 1e6"),
+    "liveness": (lambda v: 0.5 <= v <= 3600, "seconds from 0.5 to 3600"),
     "max_sessions": (lambda v: v >= 1, "an integer of at least 1"),
     "max_keys": (lambda v: v >= 1, "an integer of at least 1"),
     "max_store_mb": (lambda v: v >= 1, "an integer of at least 1"),

@@ -15,7 +15,8 @@ from typing import Callable, Sequence
 import zmq
 
 from . import PROTOCOL_VERSION
-from .errors import ErrorCode, ProtocolError, PeerTimeout, RemoteError
+from .errors import ErrorCode, PeerLost, ProtocolError, PeerTimeout, RemoteError
+from .liveness import DEFAULT_LIVENESS_S, ConnectionWatch, set_heartbeats
 from .messages import BLOB_CHUNK, MAX_HEADER_BYTES, MESSAGE_CLASSES, Error, Message, MessageType, Packet, decode, encode
 
 # The largest single frame any socket accepts unless told otherwise: a blob chunk plus slack. libzmq
@@ -33,11 +34,13 @@ log = logging.getLogger("fhe_credit_sim")
 
 
 def make_socket(ctx: zmq.Context, kind: int, identity: str | None = None,
-                max_frame: int = MAX_FRAME_BYTES) -> zmq.Socket:
+                max_frame: int = MAX_FRAME_BYTES, liveness: float = DEFAULT_LIVENESS_S) -> zmq.Socket:
     """A socket that never lingers on close, refuses any frame over `max_frame`, bounds its handshake,
-    and (a ROUTER) queues at most ROUTER_SNDHWM replies per peer."""
+    heartbeats every connection (closed after `liveness` s of silence: protocol/liveness.py), and (a ROUTER)
+    queues at most ROUTER_SNDHWM replies per peer."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
+    set_heartbeats(sock, liveness)
     sock.setsockopt(zmq.MAXMSGSIZE, max_frame)
     sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
     sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
@@ -70,16 +73,21 @@ class Received:
     frames: list[bytes]
     user_id: str | None
     too_large: str | None = None
+    source_fd: int | None = None  # the connection it came in on (ROUTER only), for liveness.RouterWatch
 
 
 def receive(sock: zmq.Socket, router: bool, overrides: dict | None = None) -> Received:
     """Receive one message frame by frame, keeping nothing beyond its type's byte and frame limits."""
-    identity = b""
+    identity, source_fd = b"", None
     if router:
         first = sock.recv(copy=False)
         identity = first.bytes
+        try:
+            source_fd = first.get(zmq.SRCFD)
+        except zmq.ZMQError:
+            source_fd = None
         if not first.more:
-            return Received(identity, [], None)
+            return Received(identity, [], None, source_fd=source_fd)
     kept: list[bytes] = []
     user_id, size, count, limit, too_large = None, 0, 0, None, None
     more = True
@@ -100,7 +108,7 @@ def receive(sock: zmq.Socket, router: bool, overrides: dict | None = None) -> Re
             del kept[3:]  # keep the header (for the reply's seq), let go of the rest at once
         if too_large is None:
             kept.append(frame.bytes)
-    return Received(identity, kept, user_id, too_large)
+    return Received(identity, kept, user_id, too_large, source_fd)
 
 
 def send_nowait(sock: zmq.Socket, frames: list) -> bool:
@@ -227,12 +235,13 @@ class PeerClient:
 
     def __init__(self, ctx: zmq.Context, name: str, endpoint: str, identity: str,
                  traffic: TrafficLog, setup=None, should_stop: Callable[[], bool] = lambda: False,
-                 max_reply: int = MAX_FRAME_BYTES):
-        self.name, self.endpoint, self.traffic = name, endpoint, traffic
+                 max_reply: int = MAX_FRAME_BYTES, liveness: float = DEFAULT_LIVENESS_S):
+        self.name, self.endpoint, self.traffic, self.liveness = name, endpoint, traffic, liveness
         self.should_stop = should_stop  # a signal arrived: give up waiting at once
-        self.socket = make_socket(ctx, zmq.DEALER, identity, max_frame=max_reply)
+        self.socket = make_socket(ctx, zmq.DEALER, identity, max_frame=max_reply, liveness=liveness)
         if setup is not None:
             setup(self.socket)
+        self.watch = ConnectionWatch(self.socket, liveness)  # the peer's connection closing ends a wait
         self.socket.connect(endpoint)
 
     faults = None  # a FaultPlan (fault injection for tests and scenarios), shared by the role's peers
@@ -243,6 +252,7 @@ class PeerClient:
         seq = next(self._seq)
         frames = encode(message, seq)
         copies = self.faults.apply(message.TYPE.value, frames) if self.faults else [frames]
+        self.watch.arm()
         deadline = time.monotonic() + timeout
         for out in copies:
             self.traffic.add(self.name, out)
@@ -252,6 +262,9 @@ class PeerClient:
                 if time.monotonic() >= deadline:
                     raise PeerTimeout(f"{self.name} could not take {message.TYPE.value} within "
                                       f"{timeout:.0f} s (no connection)")
+                why = self.watch.lost()
+                if why:
+                    raise PeerLost(f"the {self.name} could not take {message.TYPE.value}: {why}")
                 self.socket.poll(100, zmq.POLLOUT)
         return seq
 
@@ -265,6 +278,9 @@ class PeerClient:
         while True:
             if self.should_stop():
                 raise ProtocolError(f"shutting down while waiting for {self.name} to answer {what}")
+            why = self.watch.lost()
+            if why:
+                raise PeerLost(f"the {self.name} was lost while it was to answer {what}: {why}")
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.socket.poll(int(min(remaining, 0.2) * 1000) + 1, zmq.POLLIN):
                 if time.monotonic() >= deadline:
@@ -284,4 +300,5 @@ class PeerClient:
             return packet
 
     def close(self) -> None:
+        self.watch.close()
         self.socket.close(linger=0)

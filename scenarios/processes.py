@@ -18,6 +18,7 @@ import zmq
 from protocol.authorization import authorize
 from protocol.curve import Curve, create_keys
 from protocol.errors import ErrorCode, ProtocolError, RemoteError
+from protocol.liveness import DEFAULT_LIVENESS_S, RouterWatch
 from protocol.messages import Command, Error, Packet, Ready, Result, Shutdown, decode, encode
 from protocol.transport import TrafficLog, make_socket, receive, role_of, send_nowait
 
@@ -77,12 +78,22 @@ def _signal_quietly(pid: int, sig: int) -> None:
         pass
 
 
+def _is_stopped(pid: int) -> bool:
+    """Whether a local process is stopped (SIGSTOP, or traced): its state in /proc is T or t."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] in (b"T", b"t")
+    except (OSError, ValueError):
+        return False
+
+
 class ProcessSet:
     """The four role processes of one run, and the runner's control ROUTER they connect to."""
 
     def __init__(self, run_dir: Path, transport: str, fhe: str, deployment: str | None,
                  extra_args: dict[str, list[str]] | None = None, secure: bool = True,
-                 attach: str | None = None, keys_dir: Path | None = None):
+                 attach: str | None = None, keys_dir: Path | None = None, liveness: float = DEFAULT_LIVENESS_S):
         """With `attach`, start nothing: roles started elsewhere connect to that control endpoint
         (CURVE keys then come from `keys_dir`, which must hold runner.key_secret)."""
         self.run_dir = Path(run_dir)
@@ -90,8 +101,11 @@ class ProcessSet:
         self.endpoints = {"control": attach} if attach else endpoints_for(transport, self.run_dir)
         self.fhe, self.deployment = fhe, deployment
         self.extra_args = extra_args or {}
+        self.liveness = liveness  # a role silent this long (no heartbeat, no connection) is lost
         self.ctx = zmq.Context()
-        self.control = make_socket(self.ctx, zmq.ROUTER, max_frame=Result.MAX_BYTES)
+        self.control = make_socket(self.ctx, zmq.ROUTER, max_frame=Result.MAX_BYTES, liveness=liveness)
+        self.watch = RouterWatch(self.control)
+        self._stopped_since: dict[str, float] = {}
         self.keys_dir: Path | None = None
         self.curve = None
         self.key_roles: dict[str, str] = {}
@@ -114,6 +128,7 @@ class ProcessSet:
         if self.deployment:
             args += ["--deployment", str(self.deployment)]
         args += ["--keys-dir", str(self.keys_dir)] if self.keys_dir else ["--insecure"]
+        args += ["--liveness", f"{self.liveness:g}"]
         args += ["--exit-with-parent"]  # a runner that dies (even by SIGKILL) leaves no role behind
         return args + self.extra_args.get(role, [])
 
@@ -133,7 +148,8 @@ class ProcessSet:
             self._check_alive("starting")
             if time.monotonic() > deadline:
                 late = [r for r, p in self.procs.items() if p.identity is None]
-                raise RoleFailure(late[0], f"{', '.join(late)} did not announce READY within {timeout:.0f} s",
+                raise RoleFailure(late[0], f"{', '.join(late)} did not announce READY within {timeout:.0f} s "
+                                  f"(start-up takes about 1 s on an idle 2-core machine: BENCHMARKS.md)",
                                   ErrorCode.TIMEOUT)
             if self.control.poll(100, zmq.POLLIN):
                 got = self._receive()
@@ -158,6 +174,9 @@ class ProcessSet:
         except ProtocolError as exc:
             log.warning("runner: refused a control message from %s: %s", sender, str(exc)[:300])
             return None
+        proc = self.procs.get(sender)
+        if proc is not None and (proc.identity in (None, got.identity)):
+            self.watch.seen(sender, got.source_fd)  # the connection its heartbeats now travel on
         return got.identity, sender, packet
 
     def kill(self, role: str) -> None:
@@ -171,6 +190,8 @@ class ProcessSet:
         if self.procs[role].exit_code() is None:
             self.kill(role)
         del self.procs[role]
+        self.watch.forget(role)
+        self._stopped_since.pop(role, None)
         self.start(timeout, (role,))
         return self.procs[role].popen.pid
 
@@ -186,11 +207,36 @@ class ProcessSet:
         return {role: p.pid or p.popen.pid for role, p in self.procs.items()}
 
     def _check_alive(self, doing: str) -> None:
+        """Raise RoleFailure naming a role that exited, is stopped (a local process, for `liveness` s), or
+        whose connection to the runner closed (it ended, or answered no heartbeat for `liveness` s)."""
+        now = time.monotonic()
         for role, proc in self.procs.items():
             code = proc.exit_code()
             if code is not None:
                 raise RoleFailure(role, f"the {role} process exited with code {code} while {doing}; "
                                   f"last log lines:\n{proc.log_tail()}", ErrorCode.INTERNAL)
+            if proc.popen is not None and _is_stopped(proc.popen.pid):
+                since = self._stopped_since.setdefault(role, now)
+                if now - since >= self.liveness:
+                    raise RoleFailure(role, f"the {role} was lost while {doing}: its process is stopped and has "
+                                      f"answered nothing for {self.liveness:g} s", ErrorCode.PEER_LOST)
+            else:
+                self._stopped_since.pop(role, None)
+        for role in self.watch.lost():
+            if role in self.procs:
+                raise RoleFailure(role, f"the {role} was lost while {doing}: its connection to the runner closed "
+                                  f"(its process ended, or it answered no heartbeat for {self.liveness:g} s)",
+                                  ErrorCode.PEER_LOST)
+
+    def confirm_loss(self, reporter: str, reason: str, doing: str) -> None:
+        """A role reported a peer lost (PEER_LOST): give the runner's own liveness checks one window to name
+        the lost role (a stopped or dead process, a closed connection); else blame the link, naming both."""
+        deadline = time.monotonic() + self.liveness + 1.0
+        while time.monotonic() < deadline:
+            self._check_alive(doing)
+            time.sleep(0.1)
+        raise RoleFailure(reporter, f"the {reporter} lost a peer while {doing} ({reason}); every role still "
+                          f"answers the runner, so the link between them failed", ErrorCode.PEER_LOST)
 
     def command(self, role: str, action: str, params: dict, timeout: float) -> dict:
         """Send a COMMAND to a role and wait for its RESULT; raise RoleFailure naming the role."""
@@ -222,10 +268,14 @@ class ProcessSet:
             if isinstance(packet.message, Result):
                 return packet.message.result
 
-    def stop(self, grace: float = 10.0) -> dict[str, int | None]:
+    def stop(self, grace: float = 5.0) -> dict[str, int | None]:
         """SHUTDOWN every role, then SIGTERM, then SIGKILL; close the control socket. Returns exit codes."""
         for proc in self.procs.values():
-            if proc.identity is not None and proc.exit_code() is None:
+            if proc.popen is not None and proc.exit_code() is None and _is_stopped(proc.popen.pid):
+                proc.popen.kill()  # a stopped process would answer nothing: no grace for it
+            elif proc.popen is not None and proc.exit_code() is None and proc.identity is None:
+                proc.popen.terminate()  # not READY yet, so not reachable by SHUTDOWN: SIGTERM at once
+            elif proc.identity is not None and proc.exit_code() is None:
                 send_nowait(self.control, [proc.identity] + encode(Shutdown(), 0))
         deadline = time.monotonic() + grace
         for sig in (None, signal.SIGTERM, signal.SIGKILL):
@@ -236,6 +286,7 @@ class ProcessSet:
                                                       for p in self.procs.values()):
                 time.sleep(0.05)
             deadline = time.monotonic() + 5
+        self.watch.close()
         self.control.close(linger=0)
         if self.curve is not None:
             self.curve.stop()

@@ -57,7 +57,10 @@ def cli() -> None:
                    "started elsewhere with --control pointing here.")
 @click.option("--keys-dir", type=click.Path(file_okay=False, exists=True), default=None,
               help="With --attach: the CURVE keys directory holding runner.key_secret and the roles' *.key.")
-def run(scenario_files, report_json, report_md, fhe, strategy, transport, deployment, insecure, attach, keys_dir):
+@click.option("--liveness", type=click.FloatRange(0.5, 3600), default=4.0, show_default=True,
+              help="Seconds without a heartbeat after which a role is lost (also given to the roles it starts).")
+def run(scenario_files, report_json, report_md, fhe, strategy, transport, deployment, insecure, attach, keys_dir,
+        liveness):
     """Start the four processes and drive SCENARIO_FILES (default: scenarios/approved.yaml)."""
     from scenarios.report import INSECURE, summary_table, write_json, write_markdown
     from scenarios.runner import ScenarioRunner
@@ -73,7 +76,7 @@ def run(scenario_files, report_json, report_md, fhe, strategy, transport, deploy
             click.secho(f"!! {INSECURE}", fg="red", bold=True)
         report = ScenarioRunner(scenario, fhe=fhe, strategy=strategy, transport=transport,
                                 deployment=scenario.deployment, progress=click.echo, secure=not insecure,
-                                attach=attach, keys_dir=keys_dir).run()
+                                attach=attach, keys_dir=keys_dir, liveness=liveness).run()
         reports.append(report)
         for app in report.applicants:
             click.echo(f"{app.session_id}: {app.explanation or app.decision or '(no decision)'}")
@@ -214,6 +217,40 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+@cli.command()
+@click.argument("scenario_files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--iterations", type=click.IntRange(1, 10_000), default=30, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault draws (role, kind, moment).")
+@click.option("--fhe", type=click.Choice(["execute", "simulate"]), default=None,
+              help="Override the scenarios' mode (simulate: INSECURE, fast).")
+@click.option("--liveness", type=click.FloatRange(0.5, 3600), default=4.0, show_default=True,
+              help="Seconds without a heartbeat after which a role is lost (passed to every role).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the results here.")
+@deployment_option()
+def chaos(scenario_files, iterations, seed, fhe, liveness, json_path, deployment):
+    """Random faults (kill, stop, stop-then-continue; any role; a random moment) on real runs of SCENARIO_FILES
+    (default: approved, denied_bin_found, several_applicants); each must pass or fail cleanly naming the role."""
+    import json
+
+    from scenarios.chaos import run_chaos
+
+    paths = scenario_files or [SCENARIO_DIR / f"{n}.yaml" for n in ("approved", "denied_bin_found",
+                                                                    "several_applicants")]
+    scenarios = _load_all(paths, deployment)
+    if any(s.faults or s.expect_failure for s in scenarios):
+        raise click.UsageError("chaos takes scenarios without faults of their own")
+    result = run_chaos(scenarios, iterations, seed, fhe, liveness, click.echo)
+    summary = result["summary"]
+    click.echo(f"outcomes: {summary['outcomes']}")
+    click.echo(f"time from fault to the runner's exit (clean failures): {summary['detection_s']}")
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    click.secho(f"{summary['passed']} passed, {summary['failed']} failed", bold=True,
+                fg="green" if not summary["failed"] else "red")
+    if summary["failed"]:
+        sys.exit(1)
 
 
 @cli.command(name="list")

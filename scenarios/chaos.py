@@ -1,0 +1,209 @@
+"""Randomized faults on real runs: kill, stop, or stop-then-continue one random role at a random moment; every
+run must end passed, or failed cleanly naming the faulted role, with no process left behind and no wrong decision.
+
+The moment is drawn uniformly over the scenario's own fault-free duration (measured once per scenario first),
+so it falls where the run spends its time: mostly in work (keygen, encryption, runs, explanations), some in
+start-up. Time to detection is from the signal to the runner's return (roles stopped, report written).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import signal
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from protocol.liveness import DEFAULT_LIVENESS_S
+
+from .processes import ROLES, ProcessSet
+from .runner import ScenarioRunner
+from .spec import Scenario
+
+FAULTS = ("kill", "stop", "stop_continue")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass
+class Iteration:
+    index: int
+    scenario: str
+    fault: str
+    role: str
+    at_s: float
+    fired: bool = False
+    outcome: str = ""          # passed | clean failure | BAD: ...
+    detail: str = ""
+    detection_s: float | None = None
+    leftovers: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.outcome.startswith("BAD")
+
+
+class Fault:
+    """Signals one role's process `at_s` after the run started (once it exists)."""
+
+    def __init__(self, action: str, role: str, at_s: float, resume_after: float):
+        self.action, self.role, self.at_s, self.resume_after = action, role, at_s, resume_after
+        self.fired_at: float | None = None
+        self.procs: ProcessSet | None = None
+        self._cancel = threading.Event()
+
+    def arm(self, procs: ProcessSet) -> None:
+        self.procs = procs
+        threading.Thread(target=self._fire, daemon=True).start()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def _fire(self) -> None:
+        if self._cancel.wait(self.at_s):
+            return
+        proc = self.procs.procs.get(self.role) if self.procs else None
+        if proc is None or proc.popen is None or proc.popen.poll() is not None:
+            return
+        pid = proc.popen.pid
+        try:
+            os.kill(pid, signal.SIGKILL if self.action == "kill" else signal.SIGSTOP)
+            self.fired_at = time.monotonic()
+            if self.action == "stop_continue" and not self._cancel.wait(self.resume_after):
+                os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def _become_subreaper() -> None:
+    """Orphans of this process tree (e.g. a keygen child whose user was killed) come back to us, so the
+    leftover check sees them."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _children() -> list[int]:
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if int(fields[1]) == me and fields[0] != b"Z":
+            found.append(int(entry))
+    return found
+
+
+def _leftovers(before: set[int], wait: float = 3.0) -> list[int]:
+    """Processes this run left behind: children of ours (direct, or orphans re-parented to us) still
+    alive `wait` seconds after the runner returned; they are killed and reaped."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+        left = [pid for pid in _children() if pid not in before]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+    return left
+
+
+def _tracebacks(run_dir: Path) -> list[str]:
+    return [p.name for p in run_dir.glob("*.log") if "Traceback (most recent call last)" in p.read_text(errors="replace")]
+
+
+def classify(report, fault: Fault, tracebacks: list[str]) -> tuple[str, str]:
+    """(outcome, detail) of one run under a fault."""
+    wrong = [f for a in report.applicants for f in a.failures if "expected decision" in f or "expected outcome" in f
+             or "expected bin" in f]
+    if tracebacks:
+        return "BAD: traceback", ", ".join(tracebacks)
+    if report.passed:
+        return "passed", "no fault applied (the run ended first)" if fault.fired_at is None else "the run absorbed it"
+    if fault.fired_at is None:
+        return "BAD: failed without a fault", str(report.fatal)[:200]
+    failure = report.failure or {}
+    if failure.get("role") == fault.role or f"the {fault.role} " in str(failure.get("reason", "")):
+        if wrong and not report.fatal:
+            return "BAD: wrong decision", wrong[0][:200]
+        return "clean failure", f"{failure.get('role')} at {failure.get('step')}: {str(failure.get('reason'))[:160]}"
+    if wrong:
+        return "BAD: wrong decision", wrong[0][:200]
+    return "BAD: failure names another role", str(report.fatal)[:200]
+
+
+def run_chaos(scenarios: list[Scenario], iterations: int, seed: int, fhe: str | None,
+              liveness: float = DEFAULT_LIVENESS_S, log: Callable[[str], None] = print) -> dict:
+    """Run `iterations` faulted runs over the scenarios in turn; returns the per-iteration results and summary."""
+    _become_subreaper()
+    rng = random.Random(seed)
+    durations = {}
+    for scenario in scenarios:  # each scenario's fault-free duration, to draw fault moments within
+        report = ScenarioRunner(scenario, fhe=fhe, liveness=liveness).run()
+        if not report.passed:
+            raise RuntimeError(f"{scenario.name} fails without any fault: {report.fatal}")
+        durations[scenario.name] = report.duration_s
+        log(f"baseline {scenario.name}: passed in {report.duration_s:.1f} s")
+    results: list[Iteration] = []
+    for index in range(1, iterations + 1):
+        scenario = scenarios[(index - 1) % len(scenarios)]
+        action, role = rng.choice(FAULTS), rng.choice(ROLES)
+        at_s = round(rng.uniform(0.1, durations[scenario.name]), 2)
+        fault = Fault(action, role, at_s, rng.uniform(0.5, 2 * liveness))
+        item = Iteration(index, scenario.name, action, role, at_s)
+        before = set(_children())
+        deadline = max(60.0, 4 * durations[scenario.name])
+        with tempfile.TemporaryDirectory(prefix="fcs-chaos-") as tmp:
+            runner = ScenarioRunner(replace(scenario, deadline_s=deadline), fhe=fhe, run_dir=Path(tmp),
+                                    liveness=liveness, on_start=fault.arm)
+            try:
+                report = runner.run()
+            finally:
+                fault.cancel()
+            ended = time.monotonic()
+            item.fired = fault.fired_at is not None
+            item.outcome, item.detail = classify(report, fault, _tracebacks(Path(tmp)))
+        if item.fired:
+            item.detection_s = round(ended - fault.fired_at, 2)
+        item.leftovers = _leftovers(before)
+        if item.leftovers:
+            item.outcome, item.detail = "BAD: processes left behind", f"pids {item.leftovers}"
+        results.append(item)
+        took = f"{item.detection_s:.1f} s after the fault" if item.detection_s is not None else "no fault fired"
+        log(f"{index:>3} {scenario.name:<22} {action:<13} {role:<9} at {at_s:5.2f} s -> {item.outcome}, "
+            f"{took}: {item.detail}")
+    detections = sorted(r.detection_s for r in results if r.detection_s is not None and r.outcome == "clean failure")
+    summary = {
+        "iterations": iterations, "seed": seed, "fhe": fhe or "scenario's", "liveness_s": liveness,
+        "passed": sum(r.ok for r in results), "failed": sum(not r.ok for r in results),
+        "outcomes": {o: sum(r.outcome == o for r in results) for o in sorted({r.outcome for r in results})},
+        "detection_s": _distribution(detections),
+    }
+    return {"summary": summary, "iterations": [asdict(r) for r in results], "baselines_s": durations}
+
+
+def _distribution(values: list[float]) -> dict:
+    if not values:
+        return {"count": 0}
+    p95 = values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))]
+    return {"count": len(values), "min": values[0], "median": round(statistics.median(values), 2),
+            "p95": p95, "max": values[-1]}

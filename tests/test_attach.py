@@ -48,3 +48,35 @@ def test_run_attach_drives_roles_it_did_not_start(started_elsewhere, tmp_path):
 def test_attach_without_keys_is_refused():
     result = CliRunner().invoke(cli, ["run", "--attach", "tcp://127.0.0.1:1"])
     assert result.exit_code == 2 and "--keys-dir" in result.output
+
+
+def test_in_attach_mode_a_stopped_role_is_named_by_heartbeats_alone(started_elsewhere):
+    """The runner cannot watch processes it did not start: the bank, stopped once every role is READY, is
+    named within the liveness window by its control connection's heartbeats."""
+    import os
+    import signal
+    import time
+
+    from scenarios.processes import ROLES
+    from scenarios.runner import ScenarioRunner
+    from scenarios.spec import load_scenario
+
+    control, keys, procs = started_elsewhere
+    bank = procs[list(ROLES).index("bank")]
+    stopped = {}
+
+    def progress(line):
+        if line.startswith("all roles ready") and not stopped:
+            os.kill(bank.pid, signal.SIGSTOP)
+            stopped["at"] = time.monotonic()
+
+    try:
+        report = ScenarioRunner(load_scenario(SCENARIO_DIR / "denied_bin_found.yaml"), fhe="simulate",
+                                attach=control, keys_dir=str(keys), liveness=2.0, progress=progress).run()
+        ended = time.monotonic()
+    finally:
+        os.kill(bank.pid, signal.SIGCONT)
+    assert stopped and report.failure is not None, report.fatal
+    assert report.failure["role"] == "bank" and "heartbeat for 2 s" in report.failure["reason"]
+    assert report.failure["step"] == "encrypt:bank"
+    assert ended - stopped["at"] < 2.0 + 4.0  # the liveness window, the poll interval and the shutdown

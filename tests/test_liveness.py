@@ -1,0 +1,109 @@
+"""Liveness: a peer that stops or dies is named within the liveness window, a busy one is not, and the chaos
+command's randomized faults end cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import zmq
+from click.testing import CliRunner
+
+from protocol.errors import ErrorCode, PeerLost, RemoteError
+from protocol.liveness import ConnectionWatch
+from protocol.messages import Ping
+from protocol.transport import PeerClient, TrafficLog, make_socket
+from run_scenario import cli
+from scenarios import SCENARIO_DIR
+from scenarios.processes import RoleFailure
+
+
+def test_a_connection_watch_sees_the_peer_go_and_a_request_ends_at_once(tmp_path):
+    ctx = zmq.Context()
+    server = make_socket(ctx, zmq.ROUTER, liveness=1.0)
+    endpoint = f"ipc://{tmp_path}/s.ipc"
+    server.bind(endpoint)
+    client = PeerClient(ctx, "evaluator", endpoint, "user:1", TrafficLog("user"), liveness=1.0)
+    try:
+        seq = client.send(Ping())
+        assert server.poll(5000)  # the request arrived: there is a connection
+        server.recv_multipart()
+        assert client.watch.lost() is None
+        server.close(linger=0)  # the peer goes away while we wait for its answer
+        t0 = time.monotonic()
+        with pytest.raises(PeerLost, match="the evaluator was lost while it was to answer PING: its connection "
+                                           "closed") as err:
+            client.wait_reply(seq, 30, "PING")
+        assert err.value.code is ErrorCode.PEER_LOST and time.monotonic() - t0 < 2.0
+        t0 = time.monotonic()  # nobody there any more: a new request gives up after the liveness window
+        with pytest.raises(PeerLost, match="no connection to it for 1 s"):
+            client.request(Ping(), 30)
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        client.close()
+        ctx.term()
+
+
+def test_a_watch_on_a_healthy_peer_stays_quiet(tmp_path):
+    ctx = zmq.Context()
+    server = make_socket(ctx, zmq.ROUTER)
+    endpoint = f"ipc://{tmp_path}/s.ipc"
+    server.bind(endpoint)
+    sock = make_socket(ctx, zmq.DEALER, "user:2")
+    watch = ConnectionWatch(sock, 0.5)
+    sock.connect(endpoint)
+    try:
+        sock.send(b"x")
+        assert server.poll(5000)
+        watch.arm()
+        time.sleep(1.5)  # three liveness windows of heartbeats
+        assert watch.lost() is None and watch.up
+    finally:
+        watch.close()
+        sock.close(linger=0)
+        server.close(linger=0)
+        ctx.term()
+
+
+def test_a_stopped_evaluator_is_named_within_the_window_while_the_bank_waits_on_it(start_roles, alice):
+    procs = start_roles(("evaluator", "user", "bank", "agency"))
+    procs.command("user", "prepare", {"session_id": "l-1", "key_id": "l", "features": alice["user"]}, 60)
+    evaluator = procs.procs["evaluator"].popen.pid
+    os.kill(evaluator, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises((RoleFailure, RemoteError)) as err:
+            procs.command("bank", "encrypt", {"session_id": "l-1", "key_id": "l", "features": alice["bank"]}, 120)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(evaluator, signal.SIGCONT)
+    assert "evaluator" in str(err.value) and err.value.code is ErrorCode.PEER_LOST
+    assert took < procs.liveness + 2.0, took  # not the 120 s command deadline
+
+
+@pytest.mark.fhe
+def test_a_long_fhe_run_is_not_a_stalled_peer():
+    """With a liveness window shorter than key generation (2-3 s) and than a first run with its key warm-up,
+    real FHE still passes: heartbeats are answered by libzmq's own thread, and keygen is in a child."""
+    result = CliRunner().invoke(cli, ["run", str(SCENARIO_DIR / "denied_bin_found.yaml"), "--liveness", "0.5"])
+    assert result.exit_code == 0, result.output[-3000:]
+    assert "PASSED" in result.output
+
+
+def test_chaos_faults_end_passed_or_as_clean_failures_naming_the_role(tmp_path):
+    import json
+
+    out = tmp_path / "chaos.json"
+    result = CliRunner().invoke(cli, ["chaos", str(SCENARIO_DIR / "denied_bin_found.yaml"), "--iterations", "4",
+                                      "--seed", "11", "--fhe", "simulate", "--json", str(out)])
+    assert result.exit_code == 0, result.output[-3000:]
+    assert "4 passed, 0 failed" in result.output
+    data = json.loads(out.read_text())
+    assert len(data["iterations"]) == 4 and all(i["outcome"] in ("passed", "clean failure") for i in data["iterations"])
+    assert any(i["fired"] for i in data["iterations"])  # at least one fault really hit a role
+    for item in data["iterations"]:
+        if item["outcome"] == "clean failure":
+            assert item["role"] in item["detail"] and item["detection_s"] < 10
+            assert item["leftovers"] == []

@@ -133,5 +133,14 @@ def parse(data: bytes) -> tuple[bytes, dict[int, bytes], float]:
     return evaluation_key, secret, float(header.get("seconds", 0.0))
 
 
+def main(argv: list[str]) -> None:
+    try:
+        _child(argv[0], "--eager" in argv[1:])
+    except BrokenPipeError:
+        # The parent is gone (killed, or it gave up on these keys): nobody reads them. Leave quietly, without
+        # the traceback or the flush-at-exit error Python would print.
+        os._exit(0)
+
+
 if __name__ == "__main__":
-    _child(sys.argv[1], "--eager" in sys.argv[2:])
+    main(sys.argv[1:])

@@ -107,3 +107,20 @@ def test_chaos_faults_end_passed_or_as_clean_failures_naming_the_role(tmp_path):
         if item["outcome"] == "clean failure":
             assert item["role"] in item["detail"] and item["detection_s"] < 10
             assert item["leftovers"] == []
+
+
+@pytest.mark.fhe
+def test_a_keygen_child_whose_parent_is_gone_leaves_quietly(deployment):
+    """Found by `chaos` (a user stopped, then killed, during key generation): the keygen child then writes to a
+    pipe nobody reads, and must leave without a traceback in the role's log."""
+    import subprocess
+    import sys
+
+    from scenarios.processes import PROJECT_ROOT
+
+    proc = subprocess.Popen([sys.executable, "-m", "credit_model.keygen", str(deployment.directory), "--eager"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=PROJECT_ROOT)
+    proc.stdout.close()  # as if the parent had been killed: nobody will read the keys
+    err = proc.stderr.read()
+    assert proc.wait(120) == 0
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err[-2000:]

@@ -268,7 +268,7 @@ class ProcessSet:
             if isinstance(packet.message, Result):
                 return packet.message.result
 
-    def stop(self, grace: float = 5.0) -> dict[str, int | None]:
+    def stop(self, grace: float = 2.0) -> dict[str, int | None]:
         """SHUTDOWN every role, then SIGTERM, then SIGKILL; close the control socket. Returns exit codes."""
         for proc in self.procs.values():
             if proc.popen is not None and proc.exit_code() is None and _is_stopped(proc.popen.pid):

@@ -109,18 +109,12 @@ class CircuitServer:
     @staticmethod
     def load_keys(blob: bytes) -> ServerKeyset:
         """Deserialize an evaluation key (raises ValueError when it does not deserialize)."""
-        try:
-            return ServerKeyset.deserialize(bytes(blob))
-        except RuntimeError as exc:
-            raise ValueError(f"evaluation key does not deserialize: {exc}") from None
+        return _deserialize(ServerKeyset, blob, "evaluation key")
 
     @staticmethod
     def load_value(blob: bytes) -> TransportValue:
         """Deserialize a ciphertext (raises ValueError when it does not deserialize)."""
-        try:
-            return TransportValue.deserialize(bytes(blob))
-        except RuntimeError as exc:
-            raise ValueError(f"ciphertext does not deserialize: {exc}") from None
+        return _deserialize(TransportValue, blob, "ciphertext")
 
     def run_parties(self, inputs: Sequence[bytes], evaluation_keys: ServerKeyset | None) -> bytes:
         """Run the circuit on (user, bank, agency) serialized ciphertexts; the serialized output."""
@@ -138,3 +132,10 @@ class CircuitServer:
     def close(self) -> None:
         if self._own_dir:
             shutil.rmtree(self.build_dir, ignore_errors=True)
+
+
+def _deserialize(kind, blob: bytes, what: str):
+    try:
+        return kind.deserialize(bytes(blob))
+    except RuntimeError as exc:
+        raise ValueError(f"{what} does not deserialize: {exc}") from None

@@ -38,6 +38,14 @@ def _monitor(sock: zmq.Socket, events: int) -> zmq.Socket:
     return sock.get_monitor_socket(events)
 
 
+def _close_monitor(sock: zmq.Socket, monitor: zmq.Socket) -> None:
+    try:
+        sock.disable_monitor()
+    except zmq.ZMQError:
+        pass
+    monitor.close(linger=0)
+
+
 def _drain(monitor: zmq.Socket) -> list[dict]:
     out = []
     while monitor.poll(0, zmq.POLLIN):
@@ -81,11 +89,7 @@ class ConnectionWatch:
         return None
 
     def close(self) -> None:
-        try:
-            self.sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self.monitor.close(linger=0)
+        _close_monitor(self.sock, self.monitor)
 
 
 class RouterWatch:
@@ -118,8 +122,4 @@ class RouterWatch:
         return gone
 
     def close(self) -> None:
-        try:
-            self.sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self.monitor.close(linger=0)
+        _close_monitor(self.sock, self.monitor)

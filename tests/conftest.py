@@ -96,3 +96,14 @@ def ask(sock, frames, timeout=20.0):
     sock.send_multipart(frames)
     assert sock.poll(int(timeout * 1000), zmq.POLLIN), "no reply before the deadline"
     return decode(sock.recv_multipart())
+
+
+@pytest.fixture(autouse=True)
+def python_ignores_sigpipe():
+    """Concrete's runtime (HPX), once a circuit ran in this process, leaves SIGPIPE fatal; Python's own setting
+    (ignored: a broken pipe is an exception) is put back around every test, as the evaluator does after runs,
+    so one test's in-process FHE cannot kill the test worker on another test's closed socket."""
+    import signal
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)

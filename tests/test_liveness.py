@@ -95,11 +95,18 @@ def test_a_long_fhe_run_is_not_a_stalled_peer():
 def test_chaos_faults_end_passed_or_as_clean_failures_naming_the_role(tmp_path):
     import json
 
+    import subprocess
+    import sys
+
+    from scenarios.processes import PROJECT_ROOT
+
     out = tmp_path / "chaos.json"
-    result = CliRunner().invoke(cli, ["chaos", str(SCENARIO_DIR / "denied_bin_found.yaml"), "--iterations", "4",
-                                      "--seed", "11", "--fhe", "simulate", "--json", str(out)])
-    assert result.exit_code == 0, result.output[-3000:]
-    assert "4 passed, 0 failed" in result.output
+    # Its own process: chaos makes itself a child subreaper (to see orphans), which a test worker must not become.
+    result = subprocess.run([sys.executable, "run_scenario.py", "chaos", str(SCENARIO_DIR / "denied_bin_found.yaml"),
+                             "--iterations", "4", "--seed", "11", "--fhe", "simulate", "--json", str(out)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "4 passed, 0 failed" in result.stdout
     data = json.loads(out.read_text())
     assert len(data["iterations"]) == 4 and all(i["outcome"] in ("passed", "clean failure") for i in data["iterations"])
     assert any(i["fired"] for i in data["iterations"])  # at least one fault really hit a role

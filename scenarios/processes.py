@@ -106,6 +106,7 @@ class ProcessSet:
         self.control = make_socket(self.ctx, zmq.ROUTER, max_frame=Result.MAX_BYTES, liveness=liveness)
         self.watch = RouterWatch(self.control)
         self._stopped_since: dict[str, float] = {}
+        self.ended_by: dict[str, str] = {}
         self.keys_dir: Path | None = None
         self.curve = None
         self.key_roles: dict[str, str] = {}
@@ -269,23 +270,34 @@ class ProcessSet:
                 return packet.message.result
 
     def stop(self, grace: float = 2.0) -> dict[str, int | None]:
-        """SHUTDOWN every role, then SIGTERM, then SIGKILL; close the control socket. Returns exit codes."""
-        for proc in self.procs.values():
-            if proc.popen is not None and proc.exit_code() is None and _is_stopped(proc.popen.pid):
+        """SHUTDOWN every role, then SIGTERM, then SIGKILL; close the control socket. Returns exit codes, and
+        records in `ended_by` how each role ended: "SHUTDOWN" (it exited by itself when told), "SIGTERM" or
+        "SIGKILL" (the runner had to), or "before stop" (it had already exited: a fault, a crash)."""
+        self.ended_by = {role: "before stop" for role, p in self.procs.items()
+                         if p.popen is not None and p.exit_code() is not None}
+        for role, proc in self.procs.items():
+            if role in self.ended_by:
+                continue
+            if proc.popen is not None and _is_stopped(proc.popen.pid):
                 proc.popen.kill()  # a stopped process would answer nothing: no grace for it
-            elif proc.popen is not None and proc.exit_code() is None and proc.identity is None:
+                self.ended_by[role] = "SIGKILL"
+            elif proc.popen is not None and proc.identity is None:
                 proc.popen.terminate()  # not READY yet, so not reachable by SHUTDOWN: SIGTERM at once
+                self.ended_by[role] = "SIGTERM"
             elif proc.identity is not None and proc.exit_code() is None:
                 send_nowait(self.control, [proc.identity] + encode(Shutdown(), 0))
         deadline = time.monotonic() + grace
         for sig in (None, signal.SIGTERM, signal.SIGKILL):
-            for proc in self.procs.values():
+            for role, proc in self.procs.items():
                 if proc.popen is not None and proc.popen.poll() is None and sig is not None:
                     proc.popen.send_signal(sig)
+                    self.ended_by[role] = signal.Signals(sig).name
             while time.monotonic() < deadline and any(p.popen is not None and p.popen.poll() is None
                                                       for p in self.procs.values()):
                 time.sleep(0.05)
             deadline = time.monotonic() + 5
+        for role, proc in self.procs.items():
+            self.ended_by.setdefault(role, "SHUTDOWN" if proc.popen is not None else "SHUTDOWN sent (attached)")
         self.watch.close()
         self.control.close(linger=0)
         if self.curve is not None:

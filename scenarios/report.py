@@ -36,6 +36,7 @@ def to_json(report: RunReport) -> dict:
         "duration_s": report.duration_s,
         "processes": report.processes,
         "exit_codes": report.exit_codes,
+        "ended_by": report.ended_by,
         "applicants": [{
             "name": a.name, "session_id": a.session_id, "decision": a.decision,
             "explanation": a.explanation, "expectations_held": a.expectations_held,

@@ -63,6 +63,7 @@ class RunReport:
     faults_applied: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     exit_codes: dict[str, int | None] = field(default_factory=dict)
+    ended_by: dict[str, str] = field(default_factory=dict)  # how each role ended (ProcessSet.stop)
 
     @property
     def passed(self) -> bool:
@@ -144,6 +145,7 @@ class ScenarioRunner:
                 self.progress(f"FATAL {self.report.fatal}")
             finally:
                 self.report.exit_codes = procs.stop()
+                self.report.ended_by = dict(procs.ended_by)
         self.report.messages.sort(key=lambda m: m["t"])
         self._attribute_bytes()
         self.report.duration_s = round(time.monotonic() - started, 3)

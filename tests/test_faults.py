@@ -12,8 +12,12 @@ def run(name, fhe="simulate", **kwargs):
     return ScenarioRunner(load_scenario(SCENARIO_DIR / f"{name}.yaml"), fhe=fhe, **kwargs).run()
 
 
-def every_process_ended(report):
-    return all(code is not None for code in report.exit_codes.values())
+def every_process_ended(report, faulted=()):
+    """Every role's process ended, and every role no fault touched exited by itself when told (SHUTDOWN), not
+    because the runner had to signal it; a faulted role may have needed it."""
+    assert set(report.ended_by) == set(report.exit_codes) == {"evaluator", "user", "bank", "agency"}
+    return all(code is not None for code in report.exit_codes.values()) and all(
+        how == "SHUTDOWN" for role, how in report.ended_by.items() if role not in faulted)
 
 
 @pytest.mark.fhe
@@ -35,7 +39,8 @@ def test_bank_that_never_answers_fails_cleanly_naming_it():
     reason = report.failure["reason"]  # whichever check saw it first: the stopped process, or the heartbeats
     assert "the bank was lost while running encrypt" in reason
     assert "answered nothing for 4 s" in reason or "answered no heartbeat for 4 s" in reason
-    assert report.duration_s < 30 and every_process_ended(report)
+    assert report.duration_s < 30 and every_process_ended(report, faulted=("bank",))
+    assert report.ended_by["bank"] == "SIGKILL"  # stopped: killed at once, no grace
 
 
 def test_a_bank_alive_but_hung_is_named_when_the_command_deadline_passes(tmp_path):
@@ -48,7 +53,7 @@ def test_a_bank_alive_but_hung_is_named_when_the_command_deadline_passes(tmp_pat
     report = ScenarioRunner(load_scenario(path), fhe="simulate").run()
     assert report.passed and report.failure["role"] == "bank" and report.failure["step"] == "encrypt:bank"
     assert "did not finish 'encrypt' within 8 s" in report.failure["reason"]
-    assert every_process_ended(report)
+    assert every_process_ended(report, faulted=("bank",))  # asleep in its delay: SIGTERM ends it
 
 
 def test_duplicated_ciphertext_is_handled_once():
@@ -71,7 +76,8 @@ def test_agency_killed_during_the_explanation_fails_cleanly_naming_it():
     assert report.passed
     assert report.failure["role"] == "agency" and report.failure["step"] == "explain"
     assert "exited with code -9" in report.failure["reason"]
-    assert report.applicants[0].decision.endswith("denied ❌") and every_process_ended(report)
+    assert report.applicants[0].decision.endswith("denied ❌")
+    assert every_process_ended(report, faulted=("agency",)) and report.ended_by["agency"] == "before stop"
 
 
 def test_an_expected_failure_that_does_not_happen_fails_the_scenario(tmp_path):

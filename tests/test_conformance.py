@@ -2,13 +2,12 @@
 
 import subprocess
 import sys
-import threading
 
 import pytest
 import zmq
 from click.testing import CliRunner
 
-from protocol.messages import Ack, decode, encode
+from protocol.messages import encode
 from protocol.transport import make_socket
 from run_scenario import cli
 from scenarios.processes import PROJECT_ROOT
@@ -35,36 +34,37 @@ def test_our_roles_pass_every_check(roles, role):
     assert len(checks) >= (20 if role == "evaluator" else 12)
 
 
+ACK_EVERYTHING = """
+import sys, zmq
+from protocol.messages import Ack, decode, encode
+from protocol.transport import make_socket, send_nowait
+server = make_socket(zmq.Context(), zmq.ROUTER)
+server.bind(f"tcp://127.0.0.1:{sys.argv[1]}")
+while True:
+    identity, *frames = server.recv_multipart()
+    try:
+        seq = decode(frames).seq
+    except Exception:
+        seq = 0
+    send_nowait(server, [identity] + encode(Ack({}), seq))
+"""
+
+
 def test_a_broken_implementation_fails_and_is_told_why():
     """A ROUTER that answers every message with ACK (and never with the right error) must fail."""
-    ctx = zmq.Context()
-    server = make_socket(ctx, zmq.ROUTER)
-    port = server.bind_to_random_port("tcp://127.0.0.1")
-    stop = threading.Event()
+    from scenarios.processes import free_tcp_port
 
-    def serve():
-        while not stop.is_set():
-            if server.poll(50):
-                identity, *frames = server.recv_multipart()
-                try:
-                    seq = decode(frames).seq
-                except Exception:  # noqa: BLE001
-                    seq = 0
-                server.send_multipart([identity] + encode(Ack({}), seq))
-
-    thread = threading.Thread(target=serve)
-    thread.start()
+    port = free_tcp_port()
+    # Both ends in processes of their own, as a user would run them (the suite builds real Concrete key sets in
+    # the process that runs it; a test worker's own state must not be shared with either).
+    fake = subprocess.Popen([sys.executable, "-c", ACK_EVERYTHING, str(port)], cwd=PROJECT_ROOT)
     try:
-        # In a process of its own, as a user would run it: the suite builds real key sets with Concrete in the
-        # process that runs it, which must not be a test worker other tests' state lives in.
         result = subprocess.run([sys.executable, "run_scenario.py", "conformance", "--role", "bank", "--endpoint",
                                  f"tcp://127.0.0.1:{port}", "--timeout", "2"], cwd=PROJECT_ROOT,
                                 capture_output=True, text=True, timeout=600)
     finally:
-        stop.set()
-        thread.join()
-        server.close(linger=0)
-        ctx.term()
+        fake.kill()
+        fake.wait(10)
     output = result.stdout
     assert result.returncode == 1, (output + result.stderr)[-3000:]
     assert "FAIL  bank: handshake: PING answered by PONG naming the role: expected PONG" in output

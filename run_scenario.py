@@ -298,4 +298,5 @@ def train(data, output_dir, samples, depth, min_samples_leaf, n_bits, seed, fhe_
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    from protocol.settings import end_process_with
+    end_process_with(cli)  # the exit status survives Concrete's exit hook (see end_process_with)

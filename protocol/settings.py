@@ -6,8 +6,9 @@ import dataclasses
 import logging
 import os
 import sys
+import traceback
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import click
 
@@ -158,7 +159,29 @@ def run_as_process(command: click.Command) -> None:
     the process ends at once. In-process callers (tests, CliRunner) call the command itself instead."""
     global _as_process
     _as_process = True
-    command()
+    end_process_with(command)
+
+
+def end_process_with(command: Callable[[], Any]) -> None:
+    """Run `command` (a standalone click command) and end the process with its exit status, whatever happens.
+
+    Concrete's native exit hook turns a non-zero exit status into 0 once its runtime has run a circuit in the
+    process (measured: `sys.exit(1)` after a simulated run exits 0), so the status is passed to `os._exit`
+    after flushing, never left to the interpreter's teardown."""
+    try:
+        command()
+        status = 0
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - printed as Python would, then the status Python would give
+        traceback.print_exc()
+        status = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def role_command(role: str, run: Callable[[RoleSettings], None]) -> click.Command:

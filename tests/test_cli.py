@@ -116,3 +116,28 @@ def test_train_writes_a_verified_deployment_reproducibly(runner, tmp_path):
     assert files == {"warmup_inputs.json"}
     for name in ("client.zip", "server.zip", "preprocessor_user.json"):
         assert (builds[0].directory / name).read_bytes() == (builds[1].directory / name).read_bytes()
+
+
+EXIT_AFTER_A_CIRCUIT_RUN = """
+import sys
+from credit_model.deployment import load_deployment
+from credit_model.simulation import ClearModel
+from scenarios.load import applicant_records
+deployment = load_deployment()
+ClearModel(deployment).probability(applicant_records(deployment, 1, 1)[0])
+from protocol.settings import end_process_with
+end_process_with(lambda: sys.exit(3))
+"""
+
+
+def test_the_exit_status_survives_a_circuit_run_in_the_process():
+    """Concrete's exit hook ends a process with status 0 once a circuit ran in it (a failing `conformance` exited 0):
+    end_process_with, which run_scenario.py and every role end through, keeps the status."""
+    import subprocess
+    import sys
+
+    from scenarios.processes import PROJECT_ROOT
+
+    result = subprocess.run([sys.executable, "-c", EXIT_AFTER_A_CIRCUIT_RUN], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 3, result.stderr[-2000:]

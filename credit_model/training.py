@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from . import reference_tree
 from .data_schemas import DATA_SETS, SCHEMAS
 from .deployment import ARTIFACTS, MANIFEST, write_manifest, write_warmup_inputs
 from .evaluation import classification_figures, columns_read, novel_rows, raw_features_read
@@ -194,6 +195,7 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig, log: Callable[[st
         for party, pre in preprocessors.items():
             pre.save(staging / f"preprocessor_{party}.json")
         write_warmup_inputs(staging)
+        reference_tree.write(staging, model, columns)
         rows = fhe_rows(test, config)
         fhe_facts = measure_fhe(staging, slices, preprocessors, rows, model,
                                 MultiInputFHEModelClient, FHEModelServer, log)
@@ -215,7 +217,7 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig, log: Callable[[st
         }
         manifest = write_manifest(staging, content)
         output_dir.mkdir(exist_ok=True)
-        for name in ARTIFACTS + (MANIFEST,):
+        for name in ARTIFACTS + (reference_tree.REFERENCE_TREE, MANIFEST):
             os.replace(staging / name, output_dir / name)
     return manifest
 

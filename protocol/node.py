@@ -75,6 +75,7 @@ class Node:
             log.warning("INSECURE (test only): the %s writes the secret keys of every CLIENT_KEY it receives "
                         "to %s", role, capture_dir)
         self._captured = 0
+        self._capture_lock = threading.Lock()
         self.identity = f"{role}:{os.getpid()}"
         self.ctx = zmq.Context()
         self.traffic = TrafficLog(role)
@@ -118,8 +119,10 @@ class Node:
     def connect_peer(self, name: str, endpoint: str, setup=None, max_reply: int = MAX_FRAME_BYTES) -> PeerClient:
         if setup is None and self.curve is not None:
             setup = self.curve.client(name)
+        capture = (lambda frames: self._capture(name, frames)) if self.capture_dir is not None else None
         peer = PeerClient(self.ctx, name, endpoint, self.identity, self.traffic, setup,
-                          should_stop=lambda: self.stopping, max_reply=max_reply, liveness=self.liveness)
+                          should_stop=lambda: self.stopping, max_reply=max_reply, liveness=self.liveness,
+                          on_receive=capture)
         peer.faults = self.faults
         self.peers[name] = peer
         return peer
@@ -170,17 +173,20 @@ class Node:
             self.log_error(logging.WARNING, f"{self.role}: the runner cannot take {message.TYPE.value}; dropped")
 
     def _capture(self, sender: str, frames: list[bytes]) -> None:
-        """With a capture dir, keep every frame received (files 0600), as evidence for custody audits.
+        """With a capture dir, keep every frame received, requests and replies (files 0600), as evidence for
+        custody audits.
         The secret keys a CLIENT_KEY carries are never written, unless capture_client_key says so."""
-        if self._captured >= MAX_CAPTURED:
-            return
-        self._captured += 1
+        with self._capture_lock:  # replies are received on work threads too
+            if self._captured >= MAX_CAPTURED:
+                return
+            self._captured += 1
+            number = self._captured
         secret = len(frames) > 1 and frames[1] == MessageType.CLIENT_KEY.value.encode()
         for i, frame in enumerate(frames):
             data = bytes(frame)
             if secret and i >= 3 and not self.capture_client_key:
                 data = f"(a secret key of {len(data)} bytes, not kept)".encode()
-            path = self.capture_dir / f"{self._captured:05d}-{safe_name(sender)}.{i}"
+            path = self.capture_dir / f"{number:05d}-{safe_name(sender)}.{i}"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

@@ -235,8 +235,10 @@ class PeerClient:
 
     def __init__(self, ctx: zmq.Context, name: str, endpoint: str, identity: str,
                  traffic: TrafficLog, setup=None, should_stop: Callable[[], bool] = lambda: False,
-                 max_reply: int = MAX_FRAME_BYTES, liveness: float = DEFAULT_LIVENESS_S):
+                 max_reply: int = MAX_FRAME_BYTES, liveness: float = DEFAULT_LIVENESS_S,
+                 on_receive: Callable[[list[bytes]], None] | None = None):
         self.name, self.endpoint, self.traffic, self.liveness = name, endpoint, traffic, liveness
+        self.on_receive = on_receive  # sees every reply's frames as received (the capture of custody audits)
         self.should_stop = should_stop  # a signal arrived: give up waiting at once
         self.socket = make_socket(ctx, zmq.DEALER, identity, max_frame=max_reply, liveness=liveness)
         if setup is not None:
@@ -287,6 +289,8 @@ class PeerClient:
                     raise PeerTimeout(f"{self.name} did not answer {what} within {timeout:.1f} s")
                 continue
             got = receive(self.socket, router=False)
+            if self.on_receive is not None:
+                self.on_receive(got.frames)
             if got.too_large:
                 continue
             try:

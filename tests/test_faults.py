@@ -56,11 +56,16 @@ def test_a_bank_alive_but_hung_is_named_when_the_command_deadline_passes(tmp_pat
     assert every_process_ended(report, faulted=("bank",))  # asleep in its delay: SIGTERM ends it
 
 
-def test_duplicated_ciphertext_is_handled_once():
-    report = run("fault_duplicate_ciphertext")
+def test_a_duplicated_ciphertext_is_answered_each_time_stored_once_and_the_decision_is_right(tmp_path):
+    report = run("fault_duplicate_ciphertext", run_dir=tmp_path)
     assert report.passed and report.applicants[0].decision.endswith("approved ✅")
     bank_inputs = [m for m in report.messages if m["sender"] == "bank" and m["type"] == "INPUT"]
     assert len(bank_inputs) == 2 and bank_inputs[0]["bytes"] == bank_inputs[1]["bytes"]
+    to_bank = [m["type"] for m in report.messages if m["sender"] == "evaluator" and m["receiver"] == "bank"]
+    assert to_bank == ["ACK", "ACK"]
+    assert [m["type"] for m in report.messages if m["sender"] == "user" and m["type"] == "RUN"] == ["RUN"]
+    stored = [p.name for p in (tmp_path / "evaluator" / "sessions").rglob("*.bin") if p.name.startswith("i")]
+    assert len(stored) == 3, stored  # one ciphertext per party: the duplicate replaced, not added
 
 
 def test_corrupted_ciphertext_gets_an_error_and_the_session_goes_on_after_a_resend():

@@ -41,12 +41,13 @@ def test_approval_rate_leaves_room_for_denials(frame):
     assert 0.60 <= frame[LABEL].mean() <= 0.75
 
 
-def test_rows_pass_the_schema(frame):
-    for party, features in SYNTHETIC_SCHEMA.features.items():
-        row = frame.iloc[0]
-        record = {f.name: (None if f.nullable and row[f.name] is None else row[f.name]) for f in features}
-        record = {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()}
-        SYNTHETIC_SCHEMA.validate_record(party, record)
+def test_every_row_passes_the_schema(frame):
+    assert len(frame) > 100
+    for _, row in frame.iterrows():
+        for party, features in SYNTHETIC_SCHEMA.features.items():
+            record = {f.name: (None if f.nullable and row[f.name] is None else row[f.name]) for f in features}
+            record = {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()}
+            SYNTHETIC_SCHEMA.validate_record(party, record)
 
 
 def test_label_rule_is_monotone_in_years_employed(frame):

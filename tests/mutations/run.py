@@ -58,7 +58,7 @@ MUTANTS = (
            "protocol/authorization.py",
            'INPUT=Rule(frozenset({"user", "bank", "agency"}), bound_field="party")',
            'INPUT=Rule(frozenset({"user", "bank", "agency"}))',
-           ("tests/test_hostile_peers.py", "tests/test_authorization.py")),
+           ("tests/test_authorization.py::test_live_roles_enforce_every_row_and_a_refusal_changes_nothing",)),
 )
 
 

@@ -46,6 +46,38 @@ def test_a_connection_watch_sees_the_peer_go_and_a_request_ends_at_once(tmp_path
         ctx.term()
 
 
+def test_a_peer_that_is_alive_but_never_answers_times_out_at_the_request_deadline(tmp_path):
+    """Heartbeats keep the connection alive (libzmq answers them), so only the request's own deadline can end the
+    wait: it ends then, names the peer and the request, and well before the liveness window would matter."""
+    from protocol.errors import PeerTimeout
+
+    ctx = zmq.Context()
+    server = make_socket(ctx, zmq.ROUTER, liveness=1.0)
+    endpoint = f"ipc://{tmp_path}/s.ipc"
+    server.bind(endpoint)
+    client = PeerClient(ctx, "evaluator", endpoint, "user:1", TrafficLog("user"), liveness=1.0)
+    try:
+        seq = client.send(Ping())
+        assert server.poll(5000) and server.recv_multipart()  # it received the request, and will never answer
+        from concurrent.futures import ThreadPoolExecutor
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(1) as pool:  # a wait that ignores its deadline fails this test, it does not hang it
+            waiting = pool.submit(client.wait_reply, seq, 3.0, "PING")
+            try:
+                with pytest.raises(PeerTimeout, match="evaluator did not answer PING within 3.0 s"):
+                    waiting.result(timeout=15)
+            finally:
+                client.should_stop = lambda: True  # ends a wait still running (the deadline ignored)
+        waited = time.monotonic() - t0
+        assert 2.9 <= waited < 6.0, waited  # past three liveness windows: the heartbeats held the connection up
+        assert client.watch.lost() is None
+    finally:
+        client.close()
+        server.close(linger=0)
+        ctx.term()
+
+
 def test_a_watch_on_a_healthy_peer_stays_quiet(tmp_path):
     ctx = zmq.Context()
     server = make_socket(ctx, zmq.ROUTER)

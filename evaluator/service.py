@@ -158,7 +158,7 @@ class Evaluator(Node):
                 continue
             if done.error is not None:
                 self.store.fail_run(session, job.run_id, ProtocolError(
-                    f"the circuit refused the inputs of run {job.run_id!r}: {done.error}", ErrorCode.BAD_CIPHERTEXT))
+                    f"run {job.run_id!r} failed: {done.error}", ErrorCode.BAD_CIPHERTEXT))
                 continue
             self.store.finish_run(session, job.run_id, job.output, done.seconds)
             log.info("evaluator: run %s of %s took %.2f s", job.run_id, job.session_id, done.seconds)

@@ -74,7 +74,7 @@ class Node:
         if capture_client_key:
             log.warning("INSECURE (test only): the %s writes the secret keys of every CLIENT_KEY it receives "
                         "to %s", role, capture_dir)
-        self._captured = 0
+        self._captured = self._last_captured() if self.capture_dir else 0  # a restarted role numbers on
         self._capture_lock = threading.Lock()
         self.identity = f"{role}:{os.getpid()}"
         self.ctx = zmq.Context()
@@ -182,14 +182,23 @@ class Node:
             self._captured += 1
             number = self._captured
         secret = len(frames) > 1 and frames[1] == MessageType.CLIENT_KEY.value.encode()
-        for i, frame in enumerate(frames):
-            data = bytes(frame)
-            if secret and i >= 3 and not self.capture_client_key:
-                data = f"(a secret key of {len(data)} bytes, not kept)".encode()
-            path = self.capture_dir / f"{number:05d}-{safe_name(sender)}.{i}"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+        try:
+            for i, frame in enumerate(frames):
+                data = bytes(frame)
+                if secret and i >= 3 and not self.capture_client_key:
+                    data = f"(a secret key of {len(data)} bytes, not kept)".encode()
+                path = self.capture_dir / f"{number:05d}-{safe_name(sender)}.{i}"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+        except OSError as exc:  # a full disk or a clashing file ends the capture, never the role
+            self.log_error(logging.WARNING, f"{self.role}: capture stopped: {exc}")
+            self._captured = MAX_CAPTURED
+
+    def _last_captured(self) -> int:
+        """The highest message number already in the capture dir (files NNNNN-sender.i)."""
+        numbers = [int(p.name[:5]) for p in self.capture_dir.glob("[0-9][0-9][0-9][0-9][0-9]-*")]
+        return max(numbers, default=0)
 
     def _reply_for(self, channel: Channel, sender: str, got: Received) -> tuple[Message | None, int]:
         seq = 0

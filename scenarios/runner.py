@@ -91,6 +91,7 @@ class ScenarioRunner:
         self.progress = progress
         self.secure = secure
         self.applicant_number = 0
+        self.current_call = ""  # the runner call in flight (prepare, encrypt:bank, predict, explain)
         self.pending_faults = [f for f in scenario.faults if f.before is not None]
         message_faults: dict[str, list[str]] = {}
         for fault in scenario.faults:
@@ -174,9 +175,10 @@ class ScenarioRunner:
 
     def _call(self, procs: ProcessSet, app: ApplicantReport, name: str, role: str, action: str,
               params: dict) -> dict:
-        call = f"{action}:{role}" if action == "encrypt" else action
+        call = self.current_call = f"{action}:{role}" if action == "encrypt" else action
         self._inject(procs, call)
         t0, wall0 = time.perf_counter(), time.time()
+        ok, result = False, {}  # also what the step records if the call ends by any other exception (Ctrl-C)
         try:
             result = procs.command(role, action, params,
                                    min(COMMAND_TIMEOUT, self.scenario.command_timeout_s, self.remaining()))
@@ -211,7 +213,9 @@ class ScenarioRunner:
                     try:
                         procs.confirm_loss(getattr(exc, "peer", "") or "user", exc.reason, f"{step.action}")
                     except RoleFailure as failure:
-                        self.report.failure = {"role": failure.role, "step": step.action, "reason": failure.reason}
+                        # the runner call in flight, as when the runner sees the loss itself (not the step's action)
+                        self.report.failure = {"role": failure.role, "step": self.current_call or step.action,
+                                               "reason": failure.reason}
                         raise
                 outcome, error = {}, exc
                 role = getattr(exc, "peer", "") or "runner"

@@ -253,6 +253,57 @@ def chaos(scenario_files, iterations, seed, fhe, liveness, json_path, deployment
         sys.exit(1)
 
 
+@cli.command()
+@deployment_option("Deployment whose schema, circuit and bins the page uses (default kaggle).")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True,
+              help="Serve the page on http://127.0.0.1:PORT.")
+@click.option("--fhe", type=click.Choice(["execute", "simulate"]), default="execute", show_default=True,
+              help="execute: real FHE. simulate: Concrete simulation, INSECURE (the page says so in a banner).")
+@click.option("--attach", metavar="ENDPOINT", default=None,
+              help="Start no process: bind the control endpoint and drive roles started elsewhere (as run --attach).")
+@click.option("--keys-dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="With --attach: the CURVE keys directory holding runner.key_secret and the roles' *.key.")
+@click.option("--insecure", is_flag=True, help="Run the roles without CurveZMQ.")
+@click.option("--transport", type=click.Choice(["ipc", "tcp"]), default="ipc", show_default=True,
+              help="Endpoints for the roles it starts.")
+@click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+              help="Where 'Save as scenario' writes its YAML files.")
+@click.option("--liveness", type=click.FloatRange(0.5, 3600), default=4.0, show_default=True,
+              help="Seconds without a heartbeat after which a role is lost (also given to the roles it starts).")
+def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, liveness):
+    """Start the four roles (or attach to them) and serve the demo's web page on 127.0.0.1 until Ctrl-C/SIGTERM."""
+    from credit_model.deployment import DeploymentError, load_deployment
+    from scenarios.report import INSECURE
+    from scenarios.web_driver import RoleDriver
+
+    if attach and not (keys_dir or insecure):
+        raise click.UsageError("--attach needs --keys-dir (the roles' CURVE keys) or --insecure")
+    try:
+        dep = load_deployment(deployment)
+    except DeploymentError as exc:
+        raise click.ClickException(f"--deployment: {exc}")
+    from scenarios.web_ui import page_header, serve  # Gradio takes a few seconds to import: after the checks
+
+    if fhe == "simulate":
+        click.secho(f"!! {INSECURE}", fg="red", bold=True)
+    driver = RoleDriver(fhe, str(dep.directory), transport, not insecure, attach, keys_dir, liveness)
+    click.echo(f"starting evaluator, user, bank, agency ({'attached at ' + attach if attach else transport}, "
+               f"fhe={fhe}, deployment {dep.name})")
+    try:
+        pids = driver.start()
+    except Exception as exc:  # noqa: BLE001 - a role that did not start: say which, stop the others
+        raise click.ClickException(f"the roles did not start: {exc}")
+    click.echo("all roles ready: " + ", ".join(f"{r}={p}" for r, p in pids.items()))
+    try:
+        serve(driver, dep, save_dir, port, page_header(driver, dep, not insecure, attach), click.echo)
+    except OSError as exc:  # e.g. the port is taken
+        raise click.ClickException(f"--port {port}: {exc}")
+    finally:
+        codes = driver.stop()
+        click.echo("roles stopped: " + ", ".join(f"{r} {driver.ended_by.get(r, '?')}"
+                                                 + (f" (exit {c})" if c is not None else "") for r, c in codes.items()))
+
+
 @cli.command(name="list")
 def list_scenarios():
     """List the shipped scenarios with their one-line descriptions."""

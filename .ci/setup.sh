@@ -6,6 +6,13 @@ PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 stamp="$VENV/.fhe-credit-sim-installed"
 want="$(sha256sum setup.cfg pyproject.toml | sha256sum | cut -c1-16)"
+# The web page's browser test (tests/test_web_ui.py) drives Debian's Chromium through Debian's chromedriver; selenium
+# is given /usr/bin/chromedriver and never downloads a browser. Installed here when missing and run as root.
+if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing Debian's chromium and chromium-driver (the web page's browser test)" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   echo "creating $VENV with $($PYTHON --version)" >&2
   "$PYTHON" -m venv "$VENV"

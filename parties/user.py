@@ -16,7 +16,7 @@ from credit_model.deployment import load_deployment
 from credit_model.fhe_runtime import KeyOwner
 from credit_model.keygen import KeygenError, KeyGenerator
 from protocol.errors import ErrorCode, ProtocolError, RemoteError
-from protocol.messages import Candidate, ClientKey, EvalKey, GetOutput, Input, KeyQuery, Output, Run
+from protocol.messages import Candidate, ClientKey, EvalKey, GetOutput, Input, KeyQuery, Output, Run, check_id
 from protocol.node import Node
 from protocol.settings import RoleSettings, curve_for, role_command, run_as_process
 from protocol.states import APPLICATION_TABLE, ApplicationState, Event, StateMachine
@@ -228,7 +228,22 @@ class User(Node):
                 "strategy": strategy, "runs": explanation.runs, "candidates": runs,
                 "seconds": round(time.perf_counter() - t0, 3)}
 
+    def make_keys(self, key_id: str) -> dict:
+        """The demo's "generate keys" on its own: keys for key_id, the evaluation key uploaded, the inputs' secret
+        keys shared with bank and agency; no application is opened and nothing is encrypted."""
+        check_id("key id", key_id)
+        result = self.use_keys(key_id)
+        if self.simulate:
+            return {**result, "eval_key_uploaded": False, "client_key_shared_with": []}
+        result.update(self.ensure_evaluation_key(key_id))
+        result.update(self.share_client_key(key_id))
+        blob = self.keys[key_id].evaluation_key()
+        result.update({"eval_key_bytes": len(blob), "eval_key_preview": blob[:16].hex()})
+        return result
+
     def on_command(self, action: str, params: dict) -> dict:
+        if action == "keygen":
+            return self.make_keys(params["key_id"])
         if action == "prepare":
             return self.prepare(params["session_id"], params["key_id"], params["features"])
         if action == "predict":

@@ -41,7 +41,8 @@ class Channel:
 
 
 def peek_seq(frames: list[bytes]) -> int:
-    """The `seq` of a message that will not be decoded (too large), so that its refusal can echo it."""
+    """The `seq` of a message that will not be decoded (too large, or refused by the codec), so that its refusal
+    can echo it."""
     try:
         seq = json.loads(frames[2]).get("seq", 0) if len(frames) > 2 and len(frames[2]) <= 65536 else 0
     except (ValueError, AttributeError, UnicodeDecodeError):
@@ -215,6 +216,7 @@ class Node:
                 return Pong(self.role), seq
             return channel.handler(sender, packet), seq
         except ProtocolError as exc:
+            seq = seq or peek_seq(got.frames)  # a message that did not decode: its header's seq if it has one
             self.log_error(logging.INFO, f"{self.role}: error reply to {sender}: {exc}")
             reason = f"{exc.peer}: {exc.reason}" if isinstance(exc, RemoteError) and exc.peer else exc.reason
             return Error(exc.code.value, reason[:2000]), seq

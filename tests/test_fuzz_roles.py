@@ -3,6 +3,7 @@ and the bank and agency as authenticated but malicious peers): every one gets a 
 deadline that is never INTERNAL (a bug, in SPEC's words), and no role crashes or hangs. FUZZ_EXAMPLES sets the
 count per role and identity (default 400)."""
 
+import collections
 import json
 import os
 
@@ -17,12 +18,29 @@ from protocol.transport import make_socket
 from scenarios.processes import ProcessSet
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
+# Made here, so that a FUZZ_EXAMPLES hypothesis refuses (0) fails the collection, not a test holding open sockets.
+FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
+                         derandomize=True)
 FIELDS = ["seq", "key_id", "session_id", "party", "variant", "run_id", "offset", "encrypt", "wait_ms",
           "secret_keys_count", "variants", "action", "params", "code", "reason", "inputs", "output",
           "key_path", "seconds", "ok"]
 values = st.one_of(st.integers(-5, 2**62), st.text(max_size=70), st.booleans(), st.none(),
                    st.lists(st.text(max_size=5), max_size=3), st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
                    st.sampled_from(["user", "bank", "agency", "base", "s-1", "../x", "a" * 80]))
+# Values of the field's own type, ids of the safe alphabet and the names the roles know, so that a message gets
+# past decoding and the id checks into the handlers (a mistyped value only ever meets MALFORMED).
+NAMES = st.sampled_from(["user", "bank", "agency", "runner", "base", "status", "stats", "prepare", "predict",
+                         "explain", "encrypt", "linear", "bisect", "session_id", "key_id", "features", "strategy"])
+SAFE_IDS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True)
+WELL_TYPED = {
+    "str": st.one_of(NAMES, SAFE_IDS),
+    "int": st.integers(-3, 2**31),
+    "float": st.floats(-1, 1e6, allow_nan=False),
+    "bool": st.booleans(),
+    "dict": st.dictionaries(st.one_of(NAMES, SAFE_IDS),
+                            st.one_of(NAMES, SAFE_IDS, st.integers(-3, 100), st.booleans(), st.none()), max_size=4),
+    "list": st.lists(st.integers(-1, 8), max_size=4),
+}
 headers = st.one_of(st.binary(max_size=80),
                     st.dictionaries(st.sampled_from(FIELDS), values, max_size=8).map(lambda d: json.dumps(d).encode()))
 types = st.sampled_from([t.value.encode() for t in MessageType] + [b"", b"NOPE", b"\xff\xfe"])
@@ -47,8 +65,9 @@ def structured_messages(draw):
             else:
                 count = 1
             blobs += [draw(st.binary(max_size=300)) for _ in range(count)]
-        elif draw(st.integers(0, 9)) > 0:  # now and then a field is missing
-            header[f.name] = draw(values)
+        elif draw(st.integers(0, 9)) > 0:  # now and then a field is missing, or of another type
+            typed = WELL_TYPED.get(str(f.type))
+            header[f.name] = draw(typed if typed is not None and draw(st.integers(0, 3)) > 0 else values)
     return PROTOCOL_VERSION, cls.TYPE.value.encode(), json.dumps(header).encode(), blobs
 
 
@@ -70,9 +89,9 @@ def test_live_roles_survive_fuzzing(roles, target, identity):
     sock = make_socket(ctx, zmq.DEALER, f"{identity}:42")
     Curve.load(identity, roles.keys_dir).client(target)(sock)
     sock.connect(roles.endpoints[target])
-    outcome = {"sent": 0, "hangs": 0, "internal": [], "codes": set()}
+    outcome = {"sent": 0, "replies": 0, "hangs": 0, "codes": collections.Counter()}
 
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @FUZZ_SETTINGS
     @given(message=messages)
     def one(message):
         version, type_name, header, blobs = message
@@ -82,16 +101,21 @@ def test_live_roles_survive_fuzzing(roles, target, identity):
             outcome["hangs"] += 1
             return
         reply = decode(sock.recv_multipart()).message  # a well-formed answer, never an internal error
+        outcome["replies"] += 1
         code = reply.code if reply.TYPE.value == "ERROR" else reply.TYPE.value
-        outcome["codes"].add(code)
-        if code == "INTERNAL":
-            outcome["internal"].append((type_name, header[:120], reply.reason))
+        outcome["codes"][code] += 1
+        assert code != "INTERNAL", (f"the {target} answered INTERNAL (a bug, SPEC §7) to {type_name[:32]!r} "
+                                    f"{header[:120]!r} from the {identity}: {reply.reason}")
 
     try:
         one()
-        assert outcome["sent"] >= EXAMPLES // 2
-        assert outcome["hangs"] == 0 and outcome["internal"] == []
-        assert {"MALFORMED", "FORBIDDEN"} <= outcome["codes"]
+        # first that the fuzzing happened at all: messages went out and every one was answered ...
+        assert outcome["sent"] >= EXAMPLES // 2, outcome
+        assert outcome["replies"] == outcome["sent"] > 0 and outcome["hangs"] == 0, outcome
+        assert sum(outcome["codes"].values()) == outcome["replies"], outcome
+        # ... then what the answers were: never INTERNAL, and the refusals a hostile peer must meet
+        assert "INTERNAL" not in outcome["codes"], outcome
+        assert {"MALFORMED", "FORBIDDEN"} <= set(outcome["codes"]), outcome
         assert roles.procs[target].exit_code() is None, roles.procs[target].log_tail()
         sock.send_multipart(encode(Ping(), 10**9))
         assert sock.poll(10_000)
@@ -108,9 +132,9 @@ def test_live_roles_survive_fuzzing(roles, target, identity):
 def test_the_user_survives_fuzzing_on_its_control_channel(roles):
     """The user listens to no one but the runner: fuzz it through the runner's own control socket."""
     identity = roles.procs["user"].identity
-    outcome = {"sent": 0, "hangs": 0}
+    outcome = {"sent": 0, "replies": 0, "hangs": 0, "codes": collections.Counter()}
 
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @FUZZ_SETTINGS
     @given(message=messages)
     def one(message):
         version, type_name, header, blobs = message
@@ -121,13 +145,20 @@ def test_the_user_survives_fuzzing_on_its_control_channel(roles):
         if not roles.control.poll(10_000):
             outcome["hangs"] += 1
             return
-        reply = decode(roles.control.recv_multipart()[1:]).message
-        if reply.TYPE.value == "ERROR" and reply.code == "INTERNAL":
-            outcome["internal"].append((type_name, header[:120], reply.reason))
+        frames = roles.control.recv_multipart()
+        assert frames[0] == identity, f"an answer from {frames[0]!r}, not the user"
+        reply = decode(frames[1:]).message
+        outcome["replies"] += 1
+        code = reply.code if reply.TYPE.value == "ERROR" else reply.TYPE.value
+        outcome["codes"][code] += 1
+        assert code != "INTERNAL", (f"the user answered INTERNAL (a bug, SPEC §7) to {type_name[:32]!r} "
+                                    f"{header[:120]!r} on its control channel: {reply.reason}")
 
-    outcome["internal"] = []
     one()
-    assert outcome["sent"] >= EXAMPLES // 3 and outcome["hangs"] == 0 and outcome["internal"] == []
+    assert outcome["sent"] >= EXAMPLES // 3, outcome
+    assert outcome["replies"] == outcome["sent"] > 0 and outcome["hangs"] == 0, outcome
+    assert sum(outcome["codes"].values()) == outcome["replies"] and "INTERNAL" not in outcome["codes"], outcome
+    assert "MALFORMED" in outcome["codes"], outcome
     assert roles.procs["user"].exit_code() is None
     assert roles.command("user", "status", {}, 10)["keys"] == []
 

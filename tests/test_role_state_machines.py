@@ -127,9 +127,10 @@ KEY_MODEL = {
     ("KEY_READY", "encrypt"): ("INPUT to the evaluator", "KEY_READY"),
 }
 
-# Known bug, reported (see test_refusals_before_decoding_echo_the_request_seq): a refusal of a message that does
-# not decode (VERSION_MISMATCH, UNKNOWN_TYPE, MALFORMED header) carries seq 0, not the header's seq (SPEC §3).
-DECODE_REFUSALS_ECHO_SEQ = False
+# SPEC §3: a refusal of a message that does not decode (VERSION_MISMATCH, UNKNOWN_TYPE, MALFORMED) carries the
+# header's seq whenever the header can be read (it carried 0 until 8c27940; also pinned by
+# test_refusals_before_decoding_echo_the_request_seq).
+DECODE_REFUSALS_ECHO_SEQ = True
 
 # A well-formed message of every type, for the channels that do not take it from some sender.
 OTHER_TYPES = {m.TYPE.value: m for m in (

@@ -269,6 +269,23 @@ class ProcessSet:
             if isinstance(packet.message, Result):
                 return packet.message.result
 
+    def _await_attached(self, roles: list[str], grace: float) -> None:
+        """A role started elsewhere can be neither watched nor signalled: SHUTDOWN is sent again twice a second
+        (one message lost on a bad link must not leave the role running) until its control connection closes."""
+        pending, deadline, resend = set(roles), time.monotonic() + grace, time.monotonic() + 0.5
+        while pending and time.monotonic() < deadline:
+            for role in self.watch.lost():
+                if role in pending:
+                    pending.discard(role)
+                    self.ended_by[role] = "SHUTDOWN (attached: its connection closed)"
+            if pending and time.monotonic() >= resend:
+                for role in pending:
+                    send_nowait(self.control, [self.procs[role].identity] + encode(Shutdown(), 0))
+                resend = time.monotonic() + 0.5
+            time.sleep(0.05)
+        for role in pending:
+            self.ended_by[role] = f"SHUTDOWN sent, still connected after {grace:.0f} s (attached)"
+
     def stop(self, grace: float = 2.0) -> dict[str, int | None]:
         """SHUTDOWN every role, then SIGTERM, then SIGKILL; close the control socket. Returns exit codes, and
         records in `ended_by` how each role ended: "SHUTDOWN" (it exited by itself when told), "SIGTERM" or
@@ -296,8 +313,14 @@ class ProcessSet:
                                                       for p in self.procs.values()):
                 time.sleep(0.05)
             deadline = time.monotonic() + 5
+        attached = [role for role, p in self.procs.items() if p.popen is None and p.identity is not None]
+        for role in [r for r in attached if r not in self.watch.fds]:  # its connection was already lost
+            attached.remove(role)
+            self.ended_by[role] = "before stop (attached: its connection was lost)"
+        if attached:
+            self._await_attached(attached, max(grace, 5.0))
         for role, proc in self.procs.items():
-            self.ended_by.setdefault(role, "SHUTDOWN" if proc.popen is not None else "SHUTDOWN sent (attached)")
+            self.ended_by.setdefault(role, "SHUTDOWN")
         self.watch.close()
         self.control.close(linger=0)
         if self.curve is not None:

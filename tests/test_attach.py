@@ -40,9 +40,12 @@ def test_run_attach_drives_roles_it_did_not_start(started_elsewhere, tmp_path):
                                       "--keys-dir", str(keys), "--report-json", str(report)])
     assert result.exit_code == 0, result.output
     assert "PASSED" in result.output
-    assert sorted(json.loads(report.read_text())["processes"].values()) == sorted(p.pid for p in procs)
+    data = json.loads(report.read_text())
+    assert sorted(data["processes"].values()) == sorted(p.pid for p in procs)
     for proc in procs:  # the run ends with SHUTDOWN: every role exits 0 by itself
         assert proc.wait(30) == 0
+    # the runner saw each control connection close before it ended (it resends SHUTDOWN until then)
+    assert set(data["ended_by"].values()) == {"SHUTDOWN (attached: its connection closed)"}, data["ended_by"]
 
 
 def test_attach_without_keys_is_refused():

@@ -232,7 +232,12 @@ class Node:
         if message.action == "stats":
             return Result("stats", {"messages": self.traffic.drain(), "dropped": self.traffic.dropped,
                                     "pid": os.getpid()})
-        return Result(message.action, self.on_command(message.action, dict(message.params)))
+        try:
+            return Result(message.action, self.on_command(message.action, dict(message.params)))
+        except KeyError as exc:  # a COMMAND without a parameter its action needs: the sender's error, not a bug
+            if not exc.args or not isinstance(exc.args[0], str) or exc.args[0] in message.params:
+                raise  # a KeyError of the role's own making stays a bug (INTERNAL)
+            raise ProtocolError(f"{message.action}: missing parameter {exc}", ErrorCode.MALFORMED) from None
 
     def _sender(self, identity: bytes, user_id: str | None) -> str:
         """Who sent this: with CURVE, the role whose public key the ZAP handshake proved (never the

@@ -20,12 +20,17 @@ from scenarios import SCENARIO_DIR
 from scenarios.processes import RoleFailure
 
 
-def test_a_connection_watch_sees_the_peer_go_and_a_request_ends_at_once(tmp_path):
+def router_and_client(tmp_path, liveness: float = 1.0):
+    """A ROUTER standing for the evaluator and the user's PeerClient to it, over ipc under tmp."""
     ctx = zmq.Context()
-    server = make_socket(ctx, zmq.ROUTER, liveness=1.0)
+    server = make_socket(ctx, zmq.ROUTER, liveness=liveness)
     endpoint = f"ipc://{tmp_path}/s.ipc"
     server.bind(endpoint)
-    client = PeerClient(ctx, "evaluator", endpoint, "user:1", TrafficLog("user"), liveness=1.0)
+    return ctx, server, PeerClient(ctx, "evaluator", endpoint, "user:1", TrafficLog("user"), liveness=liveness)
+
+
+def test_a_connection_watch_sees_the_peer_go_and_a_request_ends_at_once(tmp_path):
+    ctx, server, client = router_and_client(tmp_path)
     try:
         seq = client.send(Ping())
         assert server.poll(5000)  # the request arrived: there is a connection
@@ -51,11 +56,7 @@ def test_a_peer_that_is_alive_but_never_answers_times_out_at_the_request_deadlin
     wait: it ends then, names the peer and the request, and well before the liveness window would matter."""
     from protocol.errors import PeerTimeout
 
-    ctx = zmq.Context()
-    server = make_socket(ctx, zmq.ROUTER, liveness=1.0)
-    endpoint = f"ipc://{tmp_path}/s.ipc"
-    server.bind(endpoint)
-    client = PeerClient(ctx, "evaluator", endpoint, "user:1", TrafficLog("user"), liveness=1.0)
+    ctx, server, client = router_and_client(tmp_path)
     try:
         seq = client.send(Ping())
         assert server.poll(5000) and server.recv_multipart()  # it received the request, and will never answer

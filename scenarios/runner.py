@@ -124,8 +124,9 @@ class ScenarioRunner:
             procs = ProcessSet(run_dir, self.transport, self.fhe, self.deployment, self.extra_args, self.secure,
                                self.attach, self.keys_dir, self.liveness)
             try:
-                self.progress(f"starting {', '.join(ROLES)} ({self.transport}, fhe={self.fhe}, "
-                              f"{'CurveZMQ' if self.secure else 'INSECURE: no CurveZMQ'})")
+                how = f"attached at {self.attach}" if self.attach else self.transport
+                self.progress(f"{'waiting for' if self.attach else 'starting'} {', '.join(ROLES)} ({how}, "
+                              f"fhe={self.fhe}, {'CurveZMQ' if self.secure else 'INSECURE: no CurveZMQ'})")
                 if self.on_start is not None:
                     self.on_start(procs)  # e.g. the chaos command arms its fault once the processes exist
                 self.report.processes = procs.start(min(self.start_timeout, self.remaining()))

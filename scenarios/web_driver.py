@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from protocol.liveness import DEFAULT_LIVENESS_S
 
 from .processes import ProcessSet, RoleFailure
 from .runner import COMMAND_TIMEOUT, START_TIMEOUT
+
+MAX_QUEUED = 64  # clicks waiting for the driver thread, across every tab: more are refused, not queued
 
 
 @dataclass
@@ -50,7 +53,7 @@ class RoleDriver:
                  liveness: float = DEFAULT_LIVENESS_S, command_timeout: float = COMMAND_TIMEOUT):
         self.fhe, self.command_timeout = fhe, command_timeout
         self._args = (transport, fhe, deployment, {}, secure, attach, keys_dir, liveness)
-        self._jobs: queue.Queue = queue.Queue()
+        self._jobs: queue.Queue = queue.Queue(maxsize=MAX_QUEUED)
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -65,7 +68,8 @@ class RoleDriver:
     def start(self, timeout: float = START_TIMEOUT) -> dict[str, int]:
         self._timeout = timeout
         self._thread.start()
-        self._ready.wait()
+        if not self._ready.wait(timeout + 30):  # ProcessSet.start has its own deadline; this one is a backstop
+            raise ProtocolError(f"the roles were not ready within {timeout + 30:.0f} s", ErrorCode.TIMEOUT)
         if self._start_error is not None:
             self._thread.join()
             raise self._start_error
@@ -84,6 +88,8 @@ class RoleDriver:
                 try:
                     job = self._jobs.get(timeout=1.0)
                 except queue.Empty:
+                    if self._stopping.is_set():
+                        break
                     self._watch(procs)
                     continue
                 if job is None:
@@ -137,15 +143,24 @@ class RoleDriver:
         with self._lock:  # a job is queued before the stop's sentinel, or not at all
             if not self._thread.is_alive() or self._stopping.is_set():
                 return _refused(role, "the roles are stopped")
-            self._jobs.put((future, (role, action, params)))
-        return future.result()
+            try:
+                self._jobs.put_nowait((future, (role, action, params)))
+            except queue.Full:
+                return _refused(role, f"{MAX_QUEUED} clicks are already waiting for the roles; try again shortly")
+        try:  # every command has its own deadline; a click queued behind many others gives up after this one
+            return future.result(timeout=MAX_QUEUED * self.command_timeout)
+        except FutureTimeout:
+            return _refused(role, "the roles did not get to this click in time")
 
     def stop(self, grace: float = 30.0) -> dict[str, int | None]:
         """SHUTDOWN every role (then SIGTERM, SIGKILL: ProcessSet.stop) once the command in flight, if any, ends;
         one still running after `grace` seconds is cut short by killing the roles started here."""
         with self._lock:
             self._stopping.set()
-            self._jobs.put(None)
+            try:
+                self._jobs.put(None, timeout=grace)
+            except queue.Full:
+                pass  # the driver thread also ends once stopping is set and nothing is queued
         if self._thread.ident is None:  # never started
             return self.exit_codes
         self._thread.join(grace)
@@ -153,5 +168,5 @@ class RoleDriver:
             for proc in self._procs.procs.values():
                 if proc.popen is not None and proc.popen.poll() is None:
                     proc.popen.kill()  # the command in flight then fails at once, naming the role
-            self._thread.join()
+            self._thread.join(grace)
         return self.exit_codes

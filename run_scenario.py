@@ -62,8 +62,8 @@ def cli() -> None:
 def run(scenario_files, report_json, report_md, fhe, strategy, transport, deployment, insecure, attach, keys_dir,
         liveness):
     """Start the four processes and drive SCENARIO_FILES (default: scenarios/approved.yaml)."""
-    from scenarios.report import INSECURE, summary_table, write_json, write_markdown
-    from scenarios.runner import ScenarioRunner
+    from simulation.report import INSECURE, summary_table, write_json, write_markdown
+    from simulation.runner import ScenarioRunner
 
     if attach and not (keys_dir or insecure):
         raise click.UsageError("--attach needs --keys-dir (the roles' CURVE keys) or --insecure")
@@ -131,13 +131,13 @@ def bench(quick, hostile, json_path, deployment):
     import platform
 
     from credit_model.deployment import load_deployment
-    from scenarios.bench import run_benchmarks
+    from bench.costs import run_benchmarks
 
     dep = load_deployment(deployment)
     shipped = shipped_scenarios(dep.name)
     approved = load_scenario(shipped / "approved.yaml", dep.directory).applicants[0].data
     if hostile:
-        from scenarios.hostile_bench import run_hostile_bench
+        from bench.hostile import run_hostile_bench
 
         figures = run_hostile_bench(dep, approved, click.echo)
         if json_path:
@@ -172,7 +172,7 @@ def load(sessions, json_path, deployment):
     import json
 
     from credit_model.deployment import load_deployment
-    from scenarios.load import concurrent_sessions
+    from bench.load import concurrent_sessions
 
     summary = concurrent_sessions(load_deployment(deployment), sessions, click.echo)
     if json_path:
@@ -234,7 +234,7 @@ def chaos(scenario_files, iterations, seed, fhe, liveness, json_path, deployment
     (default: approved, denied_bin_found, several_applicants); each must pass or fail cleanly naming the role."""
     import json
 
-    from scenarios.chaos import run_chaos
+    from simulation.chaos import run_chaos
 
     paths = scenario_files or [SCENARIO_DIR / f"{n}.yaml" for n in ("approved", "denied_bin_found",
                                                                     "several_applicants")]
@@ -273,8 +273,8 @@ def chaos(scenario_files, iterations, seed, fhe, liveness, json_path, deployment
 def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, liveness):
     """Start the four roles (or attach to them) and serve the demo's web page on 127.0.0.1 until Ctrl-C/SIGTERM."""
     from credit_model.deployment import DeploymentError, load_deployment
-    from scenarios.report import INSECURE
-    from scenarios.web_driver import RoleDriver
+    from simulation.report import INSECURE
+    from web.driver import RoleDriver
 
     if attach and not (keys_dir or insecure):
         raise click.UsageError("--attach needs --keys-dir (the roles' CURVE keys) or --insecure")
@@ -282,7 +282,7 @@ def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, l
         dep = load_deployment(deployment)
     except DeploymentError as exc:
         raise click.ClickException(f"--deployment: {exc}")
-    from scenarios.web_ui import page_header, serve  # Gradio takes a few seconds to import: after the checks
+    from web.page import page_header, serve  # Gradio takes a few seconds to import: after the checks
 
     if fhe == "simulate":
         click.secho(f"!! {INSECURE}", fg="red", bold=True)
@@ -334,7 +334,7 @@ def list_scenarios():
 def train(data, output_dir, samples, depth, min_samples_leaf, n_bits, seed, fhe_check, application_csv, credit_csv):
     """Train a deployment's tree on DATA, compile the 3-input circuit and write its directory."""
     from credit_model.deployment import DEPLOYMENTS_DIR
-    from credit_model.training import train_and_deploy, with_overrides
+    from credit_model.training.train import train_and_deploy, with_overrides
 
     if bool(application_csv) != bool(credit_csv):
         raise click.UsageError("--application-csv and --credit-csv go together")

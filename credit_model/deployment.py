@@ -50,7 +50,7 @@ def write_warmup_inputs(directory: Path) -> None:
     """Encrypt zeros for every party under a fresh key set, write them (WARMUP), forget the keys."""
     import numpy as np
 
-    from .fhe_runtime import CircuitSpec, KeyOwner
+    from credit_model.runtime.fhe_runtime import CircuitSpec, KeyOwner
 
     spec = CircuitSpec.load(directory)
     owner = KeyOwner(spec)
@@ -107,25 +107,13 @@ class Deployment:
 
     def spec(self):
         """The circuit's spec and quantizers from client.zip, for the roles (numpy + concrete.compiler only)."""
-        from .fhe_runtime import CircuitSpec
+        from credit_model.runtime.fhe_runtime import CircuitSpec
         return CircuitSpec.load(self.directory)
 
     def circuit_server(self, simulate: bool = False, build_dir: Path | None = None):
         """The circuit compiled for the evaluator (concrete.compiler only; build_dir private to it)."""
-        from .circuit_server import CircuitServer
+        from credit_model.runtime.circuit_server import CircuitServer
         return CircuitServer(self.directory, simulate, build_dir)
-
-    def client(self):
-        """A MultiInputFHEModelClient over client.zip: Concrete ML's own client, for training and tests
-        (imported lazily: Concrete ML is heavy; the roles use `spec()` instead)."""
-        from .fhe_model import MultiInputFHEModelClient
-        return MultiInputFHEModelClient(str(self.directory), self.slices)
-
-    def server(self, simulate: bool = False):
-        """Concrete ML's server over server.zip, for training and tests (the evaluator uses circuit_server)."""
-        from .fhe_model import MultiInputFHEModelServer
-        return MultiInputFHEModelServer(
-            str(self.directory), "server_simulate.zip" if simulate else "server.zip")
 
 
 def resolve(name_or_path: Path | str | None) -> Path:

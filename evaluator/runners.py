@@ -53,7 +53,7 @@ class KeyCache:
         entry = (str(path), path.stat().st_mtime)
         if entry not in self.objects:
             if preloaded is None:
-                from credit_model.circuit_server import CircuitServer
+                from credit_model.runtime.circuit_server import CircuitServer
                 preloaded = CircuitServer.load_keys(path.read_bytes())
             self.objects[entry] = preloaded
         self.objects.move_to_end(entry)

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from credit_model.circuit_server import CircuitServer
+from credit_model.runtime.circuit_server import CircuitServer
 from credit_model.deployment import Deployment
 from credit_model.schema import PARTIES
 from protocol.errors import ErrorCode, Forbidden, IllegalState, OverQuota, ProtocolError

@@ -10,7 +10,7 @@ from collections import OrderedDict
 import numpy as np
 
 from credit_model.deployment import Deployment, load_deployment
-from credit_model.fhe_runtime import InputEncryptor, Simulator
+from credit_model.runtime.fhe_runtime import InputEncryptor, Simulator
 from credit_model.schema import PARTIES, InputValidationError
 from protocol.errors import ErrorCode, IllegalState, ProtocolError, RemoteError
 from protocol.messages import Ack, ClientKey, Input, check_id

@@ -13,8 +13,8 @@ from credit_model.explainability import (
     EXPLAIN_WHEN_APPROVED, STRATEGIES, decision_message, explain_bisect, explain_linear, is_approved,
 )
 from credit_model.deployment import load_deployment
-from credit_model.fhe_runtime import KeyOwner
-from credit_model.keygen import KeygenError, KeyGenerator
+from credit_model.runtime.fhe_runtime import KeyOwner
+from credit_model.runtime.keygen import KeygenError, KeyGenerator
 from protocol.errors import ErrorCode, ProtocolError, RemoteError
 from protocol.messages import Candidate, ClientKey, EvalKey, GetOutput, Input, KeyQuery, Output, Run, check_id
 from protocol.node import Node

@@ -113,8 +113,8 @@ def break_it(flaw: str) -> None:
     elif flaw == "accepts_output_key":
         from concrete.compiler import Keyset, LweSecretKey
 
-        from credit_model import fhe_runtime
-        from credit_model.fhe_runtime import InputEncryptor, check_secret_key_layout
+        from credit_model.runtime import fhe_runtime
+        from credit_model.runtime.fhe_runtime import InputEncryptor, check_secret_key_layout
 
         @classmethod
         def from_any_secret_keys(cls, spec, blobs):

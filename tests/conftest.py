@@ -11,7 +11,7 @@ import zmq
 from protocol.curve import Curve
 from protocol.messages import decode
 from protocol.transport import make_socket
-from scenarios.processes import ProcessSet
+from simulation.processes import ProcessSet
 
 from credit_model.deployment import load_deployment
 from scenarios import SCENARIO_DIR
@@ -25,7 +25,7 @@ def deployment():
 
 @pytest.fixture(scope="session")
 def clear_model(deployment):
-    from credit_model.simulation import ClearModel
+    from credit_model.training.clear_model import ClearModel
     return ClearModel(deployment)
 
 
@@ -38,7 +38,7 @@ def schema(deployment):
 @pytest.fixture(scope="session")
 def held_out(deployment):
     """held_out(n, seed): n applicants of the default deployment's data set (its held-out test file)."""
-    from scenarios.load import applicant_records
+    from bench.load import applicant_records
     return lambda n, seed: applicant_records(deployment, n, seed)
 
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from run_scenario import cli
 from scenarios import SCENARIO_DIR
-from scenarios.processes import MODULES, PROJECT_ROOT, free_tcp_port
+from simulation.processes import MODULES, PROJECT_ROOT, free_tcp_port
 
 
 @pytest.fixture
@@ -60,8 +60,8 @@ def test_in_attach_mode_a_stopped_role_is_named_by_heartbeats_alone(started_else
     import signal
     import time
 
-    from scenarios.processes import ROLES
-    from scenarios.runner import ScenarioRunner
+    from simulation.processes import ROLES
+    from simulation.runner import ScenarioRunner
     from scenarios.spec import load_scenario
 
     control, keys, procs = started_elsewhere

@@ -124,8 +124,8 @@ def test_the_user_and_the_clear_model_agree_on_a_tie(start_roles):
     """Find an applicant on a leaf where p(approved) == p(denied) and check the user role says denied
     (the synthetic deployment has such a leaf)."""
     from credit_model.deployment import load_deployment
-    from credit_model.simulation import ClearModel
-    from scenarios.load import applicant_records
+    from credit_model.training.clear_model import ClearModel
+    from bench.load import applicant_records
 
     synthetic = load_deployment("synthetic")
     clear_model = ClearModel(synthetic)

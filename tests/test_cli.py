@@ -121,8 +121,8 @@ def test_train_writes_a_verified_deployment_reproducibly(runner, tmp_path):
 EXIT_AFTER_A_CIRCUIT_RUN = """
 import sys
 from credit_model.deployment import load_deployment
-from credit_model.simulation import ClearModel
-from scenarios.load import applicant_records
+from credit_model.training.clear_model import ClearModel
+from bench.load import applicant_records
 deployment = load_deployment()
 ClearModel(deployment).probability(applicant_records(deployment, 1, 1)[0])
 from protocol.settings import end_process_with
@@ -136,7 +136,7 @@ def test_the_exit_status_survives_a_circuit_run_in_the_process():
     import subprocess
     import sys
 
-    from scenarios.processes import PROJECT_ROOT
+    from simulation.processes import PROJECT_ROOT
 
     result = subprocess.run([sys.executable, "-c", EXIT_AFTER_A_CIRCUIT_RUN], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, timeout=300, check=False)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from protocol.messages import encode
 from protocol.transport import make_socket
 from run_scenario import cli
-from scenarios.processes import PROJECT_ROOT, ProcessSet
+from simulation.processes import PROJECT_ROOT, ProcessSet
 
 
 def conformance(*args, timeout=900):
@@ -61,7 +61,7 @@ while True:
 
 def test_a_broken_implementation_fails_and_is_told_why():
     """A ROUTER that answers every message with ACK (and never with the right error) must fail."""
-    from scenarios.processes import free_tcp_port
+    from simulation.processes import free_tcp_port
 
     port = free_tcp_port()
     # Both ends in processes of their own, as a user would run them (the suite builds real Concrete key sets in
@@ -102,7 +102,7 @@ def start_broken(flaw, role, tmp_path, fhe):
 
     from protocol.curve import Curve
     from protocol.messages import Ping
-    from scenarios.processes import PROJECT_ROOT, free_tcp_port
+    from simulation.processes import PROJECT_ROOT, free_tcp_port
     from tests.conftest import ask
 
     keys = tmp_path / "keys"

@@ -12,7 +12,7 @@ from protocol.curve import Curve, create_keys
 from protocol.messages import Input, Ping, decode, encode
 from protocol.settings import RoleSettings, curve_for
 from protocol.transport import make_socket
-from scenarios.processes import ProcessSet
+from simulation.processes import ProcessSet
 
 
 def test_a_role_without_keys_refuses_to_run():

@@ -8,7 +8,7 @@ import yaml
 
 from credit_model.deployment import DEPLOYMENTS_DIR
 from scenarios import SCENARIO_DIR
-from scenarios.runner import ScenarioRunner
+from simulation.runner import ScenarioRunner
 from scenarios.spec import load_scenario
 from tests.custody_audit import found, key_needles, number_needles, packed_key_needles, read_capture, type_counts
 from tests.tree_by_hand import TreeByHand

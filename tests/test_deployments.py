@@ -43,7 +43,7 @@ def tiny_frames(n: int = 1200, seed: int = 4):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from credit_model.training import TrainingConfig, train_and_deploy
+    from credit_model.training.train import TrainingConfig, train_and_deploy
 
     out = tmp_path_factory.mktemp("tiny") / "tiny"
     train_and_deploy(out, TrainingConfig(data="tiny", max_depth=3, n_bits=3, fhe_check_samples=3),
@@ -61,7 +61,7 @@ def scenario_for(deployment, tmp_path, records, steps) -> str:
 
 @pytest.mark.fhe  # training checks 3 applicants with real FHE
 def test_a_deployment_with_its_own_schema_runs_end_to_end(tiny, tmp_path):
-    from credit_model.simulation import ClearModel
+    from credit_model.training.clear_model import ClearModel
 
     assert tiny.schema == SCHEMA and tiny.bins == BINS  # read back from its manifest
     clear = ClearModel(tiny)
@@ -113,7 +113,7 @@ def test_every_role_and_command_takes_a_deployment():
 def test_shipped_scenarios_cover_every_outcome_and_hold_on_the_clear_model(name):
     """Each deployment ships approved, bin found, no bin helps, last bin and explain-when-approved; each
     expectation holds on the deployment's clear model, bin by bin."""
-    from credit_model.simulation import ClearModel
+    from credit_model.training.clear_model import ClearModel
     from scenarios import shipped_scenarios
     from scenarios.spec import load_scenario
 

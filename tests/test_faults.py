@@ -3,7 +3,7 @@
 import pytest
 
 from scenarios import SCENARIO_DIR
-from scenarios.runner import ScenarioRunner
+from simulation.runner import ScenarioRunner
 from scenarios.spec import load_scenario
 from protocol.transport import FaultPlan
 

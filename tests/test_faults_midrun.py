@@ -25,7 +25,7 @@ import yaml
 from credit_model.explainability import decision_message
 from protocol.errors import ErrorCode, RemoteError
 from scenarios import SCENARIO_DIR
-from scenarios.processes import (
+from simulation.processes import (
     MODULES,
     PROJECT_ROOT,
     ROLES,
@@ -33,7 +33,7 @@ from scenarios.processes import (
     RoleFailure,
     free_tcp_port,
 )
-from scenarios.runner import ScenarioRunner
+from simulation.runner import ScenarioRunner
 from scenarios.spec import load_scenario
 from tests.fault_timing import Capture, FaultOnMessage, ProcessTree
 

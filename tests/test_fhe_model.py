@@ -6,13 +6,14 @@ from concrete import fhe
 from concrete.ml.deployment import FHEModelClient, FHEModelServer
 
 from credit_model.schema import PARTIES
+from credit_model.training.fhe_model import ml_client, ml_server
 
 pytestmark = pytest.mark.fhe
 
 
 @pytest.fixture(scope="module")
 def keyed_client(deployment):
-    client = deployment.client()
+    client = ml_client(deployment)
     client.generate_private_and_evaluation_keys()
     return client
 
@@ -44,7 +45,7 @@ def test_the_inputs_secret_key_lets_the_bank_encrypt_for_the_key_owner_but_not_d
                                                                                        alice, clear_model):
     """Bank imports only the inputs' secret key; the user decrypts what the bank's ciphertext contributed to;
     the bank's key set cannot decrypt the output (it is under a key the user never shares)."""
-    bank = deployment.client()
+    bank = ml_client(deployment)
     ids, secret = keyed_client.export_input_secret_keys()
     all_keys = keyed_client.client.keys._keyset.get_client_keys().get_secret_keys()
     assert ids == [0] and len(all_keys) == len(deployment.spec().secret_key_params) > 1
@@ -54,11 +55,11 @@ def test_the_inputs_secret_key_lets_the_bank_encrypt_for_the_key_owner_but_not_d
     blobs = list(encrypt_all(keyed_client, deployment, records))
     blobs[1] = bank.quantize_encrypt_serialize_party("bank", deployment.preprocessor("bank").transform_records([records["bank"]]))
     keys = fhe.EvaluationKeys.deserialize(keyed_client.get_serialized_evaluation_keys())
-    output = deployment.server().run_parties(blobs, keys)
+    output = ml_server(deployment).run_parties(blobs, keys)
     truth = keyed_client.decrypt_probabilities(output)[0]
     assert truth[1] == pytest.approx(clear_model.probability(records))
     right = keyed_client.client.decrypt(fhe.Value.deserialize(output))
-    others = [deployment.client() for _ in range(3)]  # each with the input key and its own random other keys
+    others = [ml_client(deployment) for _ in range(3)]  # each with the input key and its own random other keys
     for other in others:
         other.import_input_secret_keys(ids, secret)
     matches = [bool((other.client.decrypt(fhe.Value.deserialize(output)) == right).all()) for other in others]
@@ -72,7 +73,7 @@ def test_fhe_agrees_with_clear_quantized_model_on_20_held_out_applicants(deploym
                                                                          held_out):
     applicants = held_out(20, 12345)  # rows of the held-out test file
     keys = fhe.EvaluationKeys.deserialize(keyed_client.get_serialized_evaluation_keys())
-    server = deployment.server()
+    server = ml_server(deployment)
     agree = 0
     for records in applicants:
         output = server.run_parties(encrypt_all(keyed_client, deployment, records), keys)

@@ -1,4 +1,4 @@
-"""credit_model.fhe_runtime against Concrete ML / concrete.fhe: quantization, real FHE, key separation, refusals."""
+"""credit_model.runtime.fhe_runtime against Concrete ML / concrete.fhe: quantization, real FHE, key separation, refusals."""
 
 import json
 import subprocess
@@ -11,8 +11,9 @@ import pytest
 from concrete import fhe
 from concrete.compiler import ClientProgram, Keyset, LweSecretKey, TransportValue
 
-from credit_model import fhe_runtime as rt
-from credit_model.generator import generate_applicants
+from credit_model.runtime import fhe_runtime as rt
+from credit_model.training.fhe_model import ml_server
+from credit_model.training.generator import generate_applicants
 from credit_model.schema import PARTIES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +60,7 @@ def rows(deployment):
 def reference(deployment, cml, slices):
     """[p(denied), p(approved)] of one row by Concrete ML + concrete.fhe simulation only (no fhe_runtime)."""
     client = fhe.Client(cml.client.specs, is_simulated=True)
-    server = deployment.server(simulate=True)
+    server = ml_server(deployment, simulate=True)
 
     def probabilities(row):
         q = cml.model.quantize_input(row[None, :])
@@ -132,7 +133,7 @@ def fhe_runs(spec, owner, deployment, rows, reference, slices):
     assert len(chosen) == 20
     encryptor = rt.InputEncryptor.from_secret_keys(spec, owner.input_secret_keys())
     keys = fhe.EvaluationKeys.deserialize(owner.evaluation_key())
-    server = deployment.server()
+    server = ml_server(deployment)
     return [(rows[i], server.run_parties(encrypt_row(spec, slices, (owner, encryptor, encryptor), rows[i]), keys))
             for i in chosen]
 
@@ -183,7 +184,7 @@ def test_input_encryptor_refuses_bad_keys_and_stays_alive(spec, keys_file, deplo
     result = run_python("""
         import json, sys
         import numpy as np
-        import credit_model.fhe_runtime as rt
+        import credit_model.runtime.fhe_runtime as rt
         spec = rt.CircuitSpec.load(sys.argv[1])
         keys = {int(k): bytes.fromhex(v) for k, v in json.load(open(sys.argv[2])).items()}
         k0 = keys[0]
@@ -250,7 +251,7 @@ def test_key_owners_draw_fresh_secret_keys(spec, owner):
 
 def test_simulated_round_trip_equals_the_clear_model(spec, deployment, rows, reference, slices):
     simulator = rt.Simulator(spec)
-    server = deployment.server(simulate=True)
+    server = ml_server(deployment, simulate=True)
     decisions = set()
     for row in rows[:50]:
         output = server.run_parties(encrypt_row(spec, slices, [simulator] * 3, row), None)
@@ -263,7 +264,7 @@ def test_simulated_round_trip_equals_the_clear_model(spec, deployment, rows, ref
 LIGHT_ROLE = """
     import json, sys, time
     start = time.perf_counter()
-    import credit_model.fhe_runtime as rt
+    import credit_model.runtime.fhe_runtime as rt
     imported = time.perf_counter()
     import numpy as np
     spec = rt.CircuitSpec.load(sys.argv[1])

@@ -15,7 +15,7 @@ from protocol import PROTOCOL_VERSION
 from protocol.curve import Curve
 from protocol.messages import MessageType, Ping, decode, encode
 from protocol.transport import make_socket
-from scenarios.processes import ProcessSet
+from simulation.processes import ProcessSet
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 # Made here, so that a FUZZ_EXAMPLES hypothesis refuses (0) fails the collection, not a test holding open sockets.

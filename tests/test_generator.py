@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from credit_model.generator import APPROVAL_THRESHOLD, LABEL, approval_score, generate_applicants
-from credit_model.data_schemas import SYNTHETIC_SCHEMA, YEARS_EMPLOYED_BINS
+from credit_model.training.generator import APPROVAL_THRESHOLD, LABEL, approval_score, generate_applicants
+from credit_model.training.data_schemas import SYNTHETIC_SCHEMA, YEARS_EMPLOYED_BINS
 
 
 @pytest.fixture(scope="module")

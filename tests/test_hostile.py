@@ -6,12 +6,12 @@ import zmq
 from concrete import fhe
 
 from credit_model.deployment import load_deployment
-from credit_model.fhe_model import SimulatedPartyClient
-from credit_model.simulation import ClearModel
+from credit_model.training.fhe_model import SimulatedPartyClient, ml_client
+from credit_model.training.clear_model import ClearModel
 from protocol.curve import Curve
 from protocol.messages import GetOutput, Input, Ping, Run, decode, encode
 from protocol.transport import make_socket
-from scenarios.processes import ProcessSet
+from simulation.processes import ProcessSet
 
 
 @pytest.fixture(params=["simulate"])
@@ -39,7 +39,7 @@ def evaluator(tmp_path, request):
 
 def blobs_for(records):
     dep = load_deployment()
-    sim = SimulatedPartyClient(dep.client())
+    sim = SimulatedPartyClient(ml_client(dep))
     return sim, {p: sim.quantize_encrypt_serialize_party(p, dep.preprocessor(p).transform_records([records[p]]))
                  for p in records}
 
@@ -65,7 +65,7 @@ def test_a_ciphertext_of_another_circuit_fails_its_run_not_the_evaluator(evaluat
     from protocol.messages import EvalKey
     procs, send = evaluator
     dep = load_deployment()
-    client = dep.client()
+    client = ml_client(dep)
     client.generate_private_and_evaluation_keys()
     assert send("user", encode(EvalKey("alice", client.get_serialized_evaluation_keys()), 0)).message.TYPE.value == "ACK"
     blobs = {p: client.quantize_encrypt_serialize_party(p, dep.preprocessor(p).transform_records([alice[p]]))

@@ -13,11 +13,11 @@ import pytest
 import zmq
 
 from credit_model.deployment import load_deployment
-from credit_model.fhe_model import SimulatedPartyClient
+from credit_model.training.fhe_model import SimulatedPartyClient, ml_client
 from protocol import PROTOCOL_VERSION
 from protocol.messages import EvalKey, GetOutput, Input, KeyQuery, Output, Ping, Ready, Run, WorkDone, encode
-from scenarios.hostile_bench import flood, rss_mb
-from scenarios.processes import MODULES, PROJECT_ROOT, free_tcp_port
+from bench.hostile import flood, rss_mb
+from simulation.processes import MODULES, PROJECT_ROOT, free_tcp_port
 from tests.conftest import ask
 
 PARTIES = ("user", "bank", "agency")
@@ -25,7 +25,7 @@ PARTIES = ("user", "bank", "agency")
 
 def sim_blobs(records):
     dep = load_deployment()
-    sim = SimulatedPartyClient(dep.client())
+    sim = SimulatedPartyClient(ml_client(dep))
     return {p: sim.quantize_encrypt_serialize_party(p, dep.preprocessor(p).transform_records([records[p]]))
             for p in PARTIES}
 
@@ -76,7 +76,7 @@ def test_the_bank_cannot_replace_the_applicants_evaluation_key(start_roles, clie
     procs = start_roles(("evaluator",), fhe="execute")
     socks = {r: client_socket(procs.endpoints["evaluator"], f"{r}:1", procs.keys_dir) for r in PARTIES}
     dep = load_deployment()
-    user_client, bank_client = dep.client(), dep.client()
+    user_client, bank_client = ml_client(dep), ml_client(dep)
     for client in (user_client, bank_client):
         client.generate_private_and_evaluation_keys()
     user_key = user_client.get_serialized_evaluation_keys()

@@ -17,7 +17,7 @@ from protocol.messages import Ping
 from protocol.transport import PeerClient, TrafficLog, make_socket
 from run_scenario import cli
 from scenarios import SCENARIO_DIR
-from scenarios.processes import RoleFailure
+from simulation.processes import RoleFailure
 
 
 def router_and_client(tmp_path, liveness: float = 1.0):
@@ -131,7 +131,7 @@ def test_chaos_faults_end_passed_or_as_clean_failures_naming_the_role(tmp_path):
     import subprocess
     import sys
 
-    from scenarios.processes import PROJECT_ROOT
+    from simulation.processes import PROJECT_ROOT
 
     out = tmp_path / "chaos.json"
     # Its own process: chaos makes itself a child subreaper (to see orphans), which a test worker must not become.
@@ -156,9 +156,9 @@ def test_a_keygen_child_whose_parent_is_gone_leaves_quietly(deployment):
     import subprocess
     import sys
 
-    from scenarios.processes import PROJECT_ROOT
+    from simulation.processes import PROJECT_ROOT
 
-    proc = subprocess.Popen([sys.executable, "-m", "credit_model.keygen", str(deployment.directory), "--eager"],
+    proc = subprocess.Popen([sys.executable, "-m", "credit_model.runtime.keygen", str(deployment.directory), "--eager"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=PROJECT_ROOT)
     proc.stdout.close()  # as if the parent had been killed: nobody will read the keys
     err = proc.stderr.read()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from scenarios.load import concurrent_sessions
+from bench.load import concurrent_sessions
 
 
 @pytest.mark.fhe

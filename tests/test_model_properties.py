@@ -31,8 +31,8 @@ def random_records(schema, count: int, seed: int) -> list[dict]:
 
 @pytest.mark.parametrize("name", ["kaggle", "synthetic"])
 def test_a_monotone_deployment_never_lowers_the_approval_as_years_employed_go_up(name):
-    from credit_model.simulation import ClearModel
-    from scenarios.load import applicant_records
+    from credit_model.training.clear_model import ClearModel
+    from bench.load import applicant_records
 
     deployment = load_deployment(name)
     assert deployment.is_monotone_in_years  # what the manifest promises, and bisect trusts
@@ -56,9 +56,9 @@ def test_training_honours_the_monotone_constraint_on_data_that_fights_it(tmp_pat
     higher bin. Checked on the tree applied by hand (tests/tree_by_hand.py), over every bin, 200 applicants."""
     from dataclasses import replace
 
-    from credit_model.data_schemas import SYNTHETIC_SCHEMA
-    from credit_model.generator import LABEL, generate_applicants
-    from credit_model.training import PRESETS, train_and_deploy
+    from credit_model.training.data_schemas import SYNTHETIC_SCHEMA
+    from credit_model.training.generator import LABEL, generate_applicants
+    from credit_model.training.train import PRESETS, train_and_deploy
     from tests.tree_by_hand import TreeByHand
 
     df = generate_applicants(2000, 11)

@@ -8,7 +8,7 @@ import pytest
 
 from credit_model.deployment import COMMITTED, DEPLOYMENTS_DIR, load_deployment
 from scenarios import shipped_scenarios
-from scenarios.load import applicant_records
+from bench.load import applicant_records
 from scenarios.spec import load_scenario
 from tests.tree_by_hand import TreeByHand
 
@@ -23,7 +23,7 @@ def applicants(name, by_hand):
 
 @pytest.fixture(scope="module", params=COMMITTED)
 def deployment_pair(request):
-    from credit_model.simulation import ClearModel
+    from credit_model.training.clear_model import ClearModel
     return request.param, TreeByHand(DEPLOYMENTS_DIR / request.param), ClearModel(
         load_deployment(DEPLOYMENTS_DIR / request.param))
 

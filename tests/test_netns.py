@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from credit_model.explainability import decision_message
 from run_scenario import cli
 from scenarios import SCENARIO_DIR
-from scenarios.processes import MODULES, PROJECT_ROOT
+from simulation.processes import MODULES, PROJECT_ROOT
 from tests.fault_timing import Capture, FaultOnMessage, ProcessTree
 
 pytestmark = pytest.mark.skipif(

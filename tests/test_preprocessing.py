@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from credit_model.data_schemas import KAGGLE_SCHEMA
+from credit_model.training.data_schemas import KAGGLE_SCHEMA
 from credit_model.preprocessing import PartyPreprocessor
-from credit_model.real_data import load_kaggle
+from credit_model.training.real_data import load_kaggle
 from credit_model.schema import InputValidationError
 
 

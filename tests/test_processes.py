@@ -8,7 +8,7 @@ import pytest
 
 from protocol import PROTOCOL_VERSION
 from protocol.messages import ClientKey, GetOutput, Input, KeyQuery, Ping, Run, encode
-from scenarios.processes import RoleFailure
+from simulation.processes import RoleFailure
 from tests.conftest import ask
 
 
@@ -43,12 +43,12 @@ def test_evaluator_answers_every_bad_message_with_an_error_and_keeps_serving(sta
 def test_errors_of_the_reference_demo(start_roles, client_socket, alice):
     """Keys not generated yet; inputs missing (naming the party); output not ready."""
     from credit_model.deployment import load_deployment
-    from credit_model.fhe_model import SimulatedPartyClient
+    from credit_model.training.fhe_model import SimulatedPartyClient, ml_client
 
     procs = start_roles(("evaluator", "bank"), fhe="execute")
     ev_port = procs.endpoints["evaluator"]
     deployment = load_deployment()
-    sim = SimulatedPartyClient(deployment.client())  # well-formed values; no real keys involved
+    sim = SimulatedPartyClient(ml_client(deployment))  # well-formed values; no real keys involved
     blobs = {p: sim.quantize_encrypt_serialize_party(p, deployment.preprocessor(p).transform_records([alice[p]]))
              for p in ("user", "bank", "agency")}
     user = client_socket(ev_port, "user:1", procs.keys_dir)
@@ -107,7 +107,7 @@ def test_roles_and_workers_do_not_outlive_a_killed_runner(tmp_path):
     import subprocess
     import sys
     code = (
-        "import sys, time; from pathlib import Path; from scenarios.processes import ProcessSet\n"
+        "import sys, time; from pathlib import Path; from simulation.processes import ProcessSet\n"
         "p = ProcessSet(Path(sys.argv[1]), 'ipc', 'simulate', None, {'evaluator': ['--workers', '1']})\n"
         "pids = p.start(180); print(' '.join(map(str, pids.values())), flush=True); time.sleep(600)\n")
     runner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)

@@ -10,13 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from credit_model.generator import LABEL
+from credit_model.training.generator import LABEL
 from credit_model.preprocessing import PartyPreprocessor
-from credit_model.real_data import (
+from credit_model.training.real_data import (
     DATA_DIR, KAGGLE_COLUMNS, load_demo, load_kaggle, load_real_data,
     read_demo_csv, read_kaggle_csv, write_compact_data,
 )
-from credit_model.data_schemas import KAGGLE_SCHEMA, YEARS_EMPLOYED_BINS, bin_of_years
+from credit_model.training.data_schemas import KAGGLE_SCHEMA, YEARS_EMPLOYED_BINS, bin_of_years
 from credit_model.schema import PARTIES
 
 

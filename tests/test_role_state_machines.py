@@ -51,8 +51,8 @@ from hypothesis.stateful import (
 )
 
 from credit_model.deployment import load_deployment
-from credit_model.fhe_model import SimulatedPartyClient
-from credit_model.fhe_runtime import SECRET_KEY_HEADER
+from credit_model.training.fhe_model import SimulatedPartyClient, ml_client
+from credit_model.runtime.fhe_runtime import SECRET_KEY_HEADER
 from protocol import PROTOCOL_VERSION
 from protocol.curve import Curve
 from protocol.errors import RemoteError
@@ -61,7 +61,7 @@ from protocol.messages import (
     Ready, Result, Run, Shutdown, Work, WorkDone, decode, encode,
 )
 from protocol.transport import make_socket
-from scenarios.processes import ProcessSet
+from simulation.processes import ProcessSet
 
 PARTIES = ("user", "bank", "agency")
 SENDERS = ("user", "bank", "agency", "runner")          # proven identities the tests speak as
@@ -224,7 +224,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, shipped):
     deployment = load_deployment()
-    simulator = SimulatedPartyClient(deployment.client())
+    simulator = SimulatedPartyClient(ml_client(deployment))
     applicants = [shipped["approved"].applicants[0].data, shipped["denied_bin_found"].applicants[0].data]
     blobs = [{p: simulator.quantize_encrypt_serialize_party(p, deployment.preprocessor(p).transform_records([a[p]]))
               for p in PARTIES} for a in applicants]

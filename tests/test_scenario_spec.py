@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from scenarios import SCENARIO_DIR
-from scenarios.runner import check
+from simulation.runner import check
 from scenarios.spec import ScenarioError, Step, Expect, load_scenario, parse_scenario
 from protocol.errors import ErrorCode, ProtocolError
 

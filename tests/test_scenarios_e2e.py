@@ -4,7 +4,7 @@ runs in test_custody_audit.py, which captures and searches what every role recei
 import pytest
 
 from scenarios import SCENARIO_DIR
-from scenarios.runner import ScenarioRunner
+from simulation.runner import ScenarioRunner
 from scenarios.spec import load_scenario
 
 

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from credit_model.data_schemas import DEMO_SCHEMA, KAGGLE_SCHEMA, SCHEMAS, bin_of_years
+from credit_model.training.data_schemas import DEMO_SCHEMA, KAGGLE_SCHEMA, SCHEMAS, bin_of_years
 from credit_model.schema import PARTIES, InputValidationError, Schema, SchemaError
 
 

@@ -1,4 +1,4 @@
-"""The web page's per-tab logic (scenarios/web_session.py) against a fake driver that answers as the roles do:
+"""The web page's per-tab logic (web/session.py) against a fake driver that answers as the roles do:
 the demo's wording for every out-of-order click, which COMMANDs reach which role, one key id per tab, a new
 application after a run, and "save as scenario" writing a file the scenario loader accepts with the session's
 expectations. Fast: no process, no Gradio (tests/test_web_ui.py drives the real page)."""
@@ -11,8 +11,8 @@ from credit_model.explainability import APPROVED, DENIED, EXPLAIN_WHEN_APPROVED
 from protocol.errors import ErrorCode, RemoteError
 from scenarios import SCENARIO_DIR
 from scenarios.spec import load_scenario
-from scenarios.web_driver import StepOutcome
-from scenarios.web_session import (ALL_INPUTS_FIRST, ALREADY_RUN, APPLICANT_FIRST, DECRYPT_FIRST, EXPLAINED,
+from web.driver import StepOutcome
+from web.session import (ALL_INPUTS_FIRST, ALREADY_RUN, APPLICANT_FIRST, DECRYPT_FIRST, EXPLAINED,
                                    KEYS_DONE, KEYS_FIRST, NO_VALUE, OUTPUT_DONE, RUN_DONE, RUN_FIRST, SENT,
                                    WebSession, coerce_record)
 

@@ -22,9 +22,9 @@ import pytest
 
 from credit_model.explainability import APPROVED, DENIED, EXPLAIN_WHEN_APPROVED
 from scenarios import SCENARIO_DIR
-from scenarios.processes import PROJECT_ROOT, free_tcp_port
+from simulation.processes import PROJECT_ROOT, free_tcp_port
 from scenarios.spec import load_scenario
-from scenarios.web_session import (ALL_INPUTS_FIRST, APPLICANT_FIRST, DECRYPT_FIRST, EXPLAINED, KEYS_DONE,
+from web.session import (ALL_INPUTS_FIRST, APPLICANT_FIRST, DECRYPT_FIRST, EXPLAINED, KEYS_DONE,
                                    KEYS_FIRST, OUTPUT_DONE, RUN_DONE, RUN_FIRST, SENT)
 
 pytestmark = pytest.mark.slow

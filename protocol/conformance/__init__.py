@@ -35,9 +35,10 @@ class Materials:
 
     @cached_property
     def client(self):
-        client = self.deployment.client()
+        from credit_model.training.fhe_model import ml_client
+        client = ml_client(self.deployment)
         if self.fhe == "simulate":
-            from credit_model.fhe_model import SimulatedPartyClient
+            from credit_model.training.fhe_model import SimulatedPartyClient
             return SimulatedPartyClient(client)
         client.generate_private_and_evaluation_keys()
         return client
@@ -54,7 +55,8 @@ class Materials:
     @cached_property
     def output_secret_key(self) -> tuple[int, bytes]:
         """(key id, blob) of the secret key the circuit's output is encrypted under (the user keeps it)."""
-        client = self.deployment.client()
+        from credit_model.training.fhe_model import ml_client
+        client = ml_client(self.deployment)
         client.generate_private_and_evaluation_keys()
         keys = client.client.keys._keyset.get_client_keys().get_secret_keys()  # pylint: disable=protected-access
         output_id = self.deployment.spec().output_key_ids[0]

@@ -57,7 +57,7 @@ def evaluator_checks(t: Target, fhe: str, materials) -> list[Check]:
 
 def legal_evaluator_sequence(t: Target, fhe: str, materials):
     """KEY_QUERY, EVAL_KEY, INPUT x3 (errors in between), RUN, GET_OUTPUT; the output must decrypt right."""
-    from credit_model.simulation import ClearModel
+    from credit_model.training.clear_model import ClearModel
 
     state: dict = {}
     record = materials.record
@@ -120,7 +120,8 @@ def party_checks(t: Target, secure: bool, materials) -> list[Check]:
         checks.append((f"a CLIENT_KEY from the {other} (not the user) gets FORBIDDEN",
                        lambda: _is_error(t.ask(ClientKey("conf", [0], (b"x",)), other), "FORBIDDEN")))
     def legal_client_key():
-        client = materials.deployment.client()
+        from credit_model.training.fhe_model import ml_client
+        client = ml_client(materials.deployment)
         client.generate_private_and_evaluation_keys()
         ids, blobs = client.export_input_secret_keys()
         reply = t.ask(ClientKey(f"conf{os.getpid()}", ids, tuple(blobs)), "user")

@@ -32,12 +32,12 @@ class Mutant:
 
 MUTANTS = (
     Mutant("swap_party_columns", "each party quantizes its columns with its quantizers in reverse order (a slicing bug "
-           "the clear model shares)", "credit_model/fhe_model.py",
+           "the clear model shares)", "credit_model/training/fhe_model.py",
            "enumerate(self.model.input_quantizers[start:stop])",
            "enumerate(self.model.input_quantizers[start:stop][::-1])",
            ("tests/test_model_reference.py",)),
     Mutant("drop_monotone_constraint", "training no longer constrains the tree to be monotone in years employed "
-           "(the manifest still says it is)", "credit_model/training.py",
+           "(the manifest still says it is)", "credit_model/training/train.py",
            "    if config.monotone_years:\n        monotonic", "    if False:\n        monotonic",
            ("tests/test_model_properties.py::test_training_honours_the_monotone_constraint_on_data_that_fights_it",)),
     Mutant("stop_writing_captures", "a role's capture directory stays empty", "protocol/node.py",

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .deployment import Deployment
-from .explainability import is_approved
-from .fhe_model import SimulatedPartyClient
-from .schema import PARTIES
+from credit_model.deployment import Deployment
+from credit_model.explainability import is_approved
+from credit_model.training.fhe_model import SimulatedPartyClient, ml_client, ml_server
+from credit_model.schema import PARTIES
 
 
 class ClearModel:
     """Predicts exactly what the encrypted circuit computes, in the clear (for tests and scenario search)."""
 
     def __init__(self, deployment: Deployment):
-        self.client = SimulatedPartyClient(deployment.client())
-        self.server = deployment.server(simulate=True)
+        self.client = SimulatedPartyClient(ml_client(deployment))
+        self.server = ml_server(deployment, simulate=True)
         self.preprocessors = {p: deployment.preprocessor(p) for p in PARTIES}
 
     def probabilities(self, records: Mapping[str, Mapping[str, Any]]):

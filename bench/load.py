@@ -18,7 +18,7 @@ from protocol.curve import Curve
 from protocol.messages import EvalKey, GetOutput, Input, Output, Run, decode, encode
 from protocol.transport import make_socket
 
-from .processes import ProcessSet
+from simulation.processes import ProcessSet
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -31,8 +31,8 @@ def peak_rss_mb(pid: int) -> float:
 
 def applicant_records(deployment: Deployment, count: int, seed: int) -> list[dict]:
     """`count` applicants of the deployment's data set (real rows for kaggle and demo, generated otherwise)."""
-    from credit_model.generator import generate_applicants
-    from credit_model.real_data import load_demo, load_kaggle
+    from credit_model.training.generator import generate_applicants
+    from credit_model.training.real_data import load_demo, load_kaggle
 
     schema, data = deployment.schema, deployment.manifest.get("data")
     if data == "kaggle":
@@ -55,7 +55,8 @@ def concurrent_sessions(deployment: Deployment, sessions: int, log: Callable[[st
     """Each thread is one applicant with its own keys, acting for user, bank and agency over its own
     CURVE sockets; all upload keys and inputs and ask for runs at the same time. Every decision is
     checked against the clear model, so a crossed session (decrypted under another key) shows."""
-    from credit_model.simulation import ClearModel
+    from credit_model.training.clear_model import ClearModel
+    from credit_model.training.fhe_model import ml_client
 
     clear = ClearModel(deployment)
     records = applicant_records(deployment, sessions, seed)
@@ -83,7 +84,7 @@ def concurrent_sessions(deployment: Deployment, sessions: int, log: Callable[[st
                             raise TimeoutError(f"applicant {i}: no answer to {message.TYPE.value}")
                         return decode(socks[party].recv_multipart()).message
 
-                    client = deployment.client()
+                    client = ml_client(deployment)
                     client.generate_private_and_evaluation_keys(force=True)
                     key_id, session = f"load{i}", f"load{i}-1"
                     ask("user", EvalKey(key_id, client.get_serialized_evaluation_keys()))

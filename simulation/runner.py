@@ -12,8 +12,8 @@ from credit_model.explainability import decision_message
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.liveness import DEFAULT_LIVENESS_S
 
-from .processes import ROLES, ProcessSet, RoleFailure
-from .spec import Applicant, Scenario, Step
+from simulation.processes import ROLES, ProcessSet, RoleFailure
+from scenarios.spec import Applicant, Scenario, Step
 
 # READY deadline: start-up measured at 1.1-1.3 s on an idle 2-core machine (bench `roles_ready_s`) and a few
 # seconds with the test suite loading both cores; 30 s is generous for that and still names a stuck start fast.

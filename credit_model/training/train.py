@@ -20,14 +20,14 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from . import reference_tree
-from .data_schemas import DATA_SETS, SCHEMAS
-from .deployment import ARTIFACTS, MANIFEST, write_manifest, write_warmup_inputs
-from .evaluation import classification_figures, columns_read, novel_rows, raw_features_read
-from .explainability import is_approved
-from .generator import LABEL, generate_applicants
-from .preprocessing import PartyPreprocessor
-from .schema import PARTIES, YEARS_FEATURE, Schema
+from credit_model.training import reference_tree
+from credit_model.training.data_schemas import DATA_SETS, SCHEMAS
+from credit_model.deployment import ARTIFACTS, MANIFEST, write_manifest, write_warmup_inputs
+from credit_model.training.evaluation import classification_figures, columns_read, novel_rows, raw_features_read
+from credit_model.explainability import is_approved
+from credit_model.training.generator import LABEL, generate_applicants
+from credit_model.preprocessing import PartyPreprocessor
+from credit_model.schema import PARTIES, YEARS_FEATURE, Schema
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ PRESETS: dict[str, TrainingConfig] = {
 
 def load_split(config: TrainingConfig) -> tuple[pd.DataFrame, pd.DataFrame, Schema, str]:
     """(train, test, schema, description of the test rows) for the configured data set."""
-    from .real_data import load_demo, load_kaggle, load_real_data
+    from credit_model.training.real_data import load_demo, load_kaggle, load_real_data
 
     if config.application_csv or config.credit_csv:
         if not (config.application_csv and config.credit_csv):
@@ -133,7 +133,7 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig, log: Callable[[st
     from concrete.ml.sklearn import DecisionTreeClassifier as ConcreteTree
     from sklearn.tree import DecisionTreeClassifier as FloatTree
 
-    from .fhe_model import MultiInputFHEModelClient, MultiInputFHEModelDev, compile_multi_input
+    from credit_model.training.fhe_model import MultiInputFHEModelClient, MultiInputFHEModelDev, compile_multi_input
 
     if frames is not None:
         (train, test, schema), test_rows = frames, "the test frame given"

@@ -1,9 +1,9 @@
 """The web page's per-tab logic, without any web framework: one applicant per browser tab (its own key id and
 session ids), driven through the four roles by the same control COMMANDs the scenario runner sends, with the
-reference demo's wording for every answer and error. `scenarios/web_ui.py` lays it out with Gradio.
+reference demo's wording for every answer and error. `web/page.py` lays it out with Gradio.
 
 The roles are reached only through the protocol: a driver's `call(role, action, params)` sends one control COMMAND
-and returns a StepOutcome (`scenarios/web_driver.py`; the unit tests use a fake one).
+and returns a StepOutcome (`web/driver.py`; the unit tests use a fake one).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from credit_model.explainability import EXPLAIN_WHEN_APPROVED
 from credit_model.schema import MISSING, PARTIES, Schema
 from protocol.errors import ErrorCode
 
-from .spec import parse_scenario
-from .web_driver import StepOutcome
+from scenarios.spec import parse_scenario
+from web.driver import StepOutcome
 
 # The reference demo's messages (its backend.py), and ours where it has none.
 KEYS_FIRST = "Please generate the keys first."

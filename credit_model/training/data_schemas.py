@@ -7,7 +7,7 @@ ranges are what an input may hold (the data's definition where it has one, e.g. 
 
 from __future__ import annotations
 
-from .schema import Feature, Schema, years_employed_bin
+from credit_model.schema import Feature, Schema, years_employed_bin
 
 DATA_SETS = ("kaggle", "demo", "synthetic")
 
@@ -33,7 +33,7 @@ HOUSING_TYPES = (
     "Office apartment", "Co-op apartment",
 )
 
-# The reference demo's table: its own categories (data/data.csv of the demo; see credit_model/data/DATA.md).
+# The reference demo's table: its own categories (data/data.csv of the demo; see credit_model/training/data/DATA.md).
 DEMO_INCOME_TYPES = ("Salaried", "Self-employed", "Pensioner", "Student")
 DEMO_EDUCATION_TYPES = ("Higher education", "Secondary", "Incomplete higher", "Lower secondary")
 DEMO_FAMILY_STATUSES = ("Married", "Single", "Divorced", "Widow")

@@ -18,8 +18,8 @@ from pathlib import Path
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.liveness import DEFAULT_LIVENESS_S
 
-from .processes import ProcessSet, RoleFailure
-from .runner import COMMAND_TIMEOUT, START_TIMEOUT
+from simulation.processes import ProcessSet, RoleFailure
+from simulation.runner import COMMAND_TIMEOUT, START_TIMEOUT
 
 MAX_QUEUED = 64  # clicks waiting for the driver thread, across every tab: more are refused, not queued
 

@@ -18,7 +18,7 @@ from protocol.curve import Curve
 from protocol.messages import GetOutput, Input, Output, Ping, Run, decode, encode
 from protocol.transport import make_socket
 
-from .processes import ProcessSet
+from simulation.processes import ProcessSet
 
 PARTIES = ("user", "bank", "agency")
 
@@ -172,9 +172,9 @@ def hostile_files() -> dict:
 
 
 def run_hostile_bench(deployment: Deployment, record: dict, log: Callable[[str], None] = print) -> dict:
-    from credit_model.fhe_model import SimulatedPartyClient
+    from credit_model.training.fhe_model import SimulatedPartyClient, ml_client
 
-    sim = SimulatedPartyClient(deployment.client())
+    sim = SimulatedPartyClient(ml_client(deployment))
     blobs = {p: sim.quantize_encrypt_serialize_party(p, deployment.preprocessor(p).transform_records([record[p]]))
              for p in PARTIES}
     figures: dict = {}

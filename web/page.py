@@ -2,7 +2,7 @@
 agency) with the deployment schema's fields, the demo's buttons in its order, and for every button the role and
 pid that did the work, the seconds and the bytes on the wire; the messages that passed; save as scenario.
 
-The per-tab logic is in `scenarios/web_session.py` (no Gradio there); `run_scenario.py ui` starts it.
+The per-tab logic is in `web/session.py` (no Gradio there); `run_scenario.py ui` starts it.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from credit_model.deployment import COMMITTED, Deployment  # noqa: E402
 from credit_model.explainability import STRATEGIES  # noqa: E402
 from credit_model.schema import PARTIES, YEARS_FEATURE, Feature  # noqa: E402
 
-from . import shipped_scenarios  # noqa: E402
-from .report import INSECURE  # noqa: E402
-from .spec import ScenarioError, load_scenario  # noqa: E402
-from .web_driver import RoleDriver  # noqa: E402
-from .web_session import LABELS, NO_VALUE, WebSession, coerce_record  # noqa: E402
+from scenarios import shipped_scenarios  # noqa: E402
+from simulation.report import INSECURE  # noqa: E402
+from scenarios.spec import ScenarioError, load_scenario  # noqa: E402
+from web.driver import RoleDriver  # noqa: E402
+from web.session import LABELS, NO_VALUE, WebSession, coerce_record  # noqa: E402
 
 TEXTS = ("evaluation_key", "keygen_status", "user_ciphertext", "user_status", "bank_ciphertext", "bank_status",
          "agency_ciphertext", "agency_status", "output_ciphertext", "run_status", "decision", "decrypt_status",

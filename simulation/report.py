@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .runner import RunReport
+from simulation.runner import RunReport
 
 INSECURE = "INSECURE: --fhe simulate runs Concrete's simulation; nothing is encrypted"
 

@@ -12,7 +12,7 @@ from concrete import fhe
 from concrete.compiler import LweSecretKey
 from concrete.ml.deployment import FHEModelClient, FHEModelDev, FHEModelServer
 
-from .schema import PARTIES
+from credit_model.schema import PARTIES
 
 # Concrete ML's default probability of error of one programmable bootstrap.
 P_ERROR = 2 ** -40
@@ -174,3 +174,15 @@ class MultiInputFHEModelServer(FHEModelServer):
         values = [fhe.Value.deserialize(bytes(blob)) for blob in inputs]
         result = self.server.run(*values, evaluation_keys=evaluation_keys)
         return result.serialize()
+
+
+def ml_client(deployment) -> MultiInputFHEModelClient:
+    """Concrete ML's own client over a deployment's client.zip, for training and tests (the roles use
+    `Deployment.spec()` and credit_model/runtime instead)."""
+    return MultiInputFHEModelClient(str(deployment.directory), deployment.slices)
+
+
+def ml_server(deployment, simulate: bool = False) -> MultiInputFHEModelServer:
+    """Concrete ML's server over a deployment's server.zip, for training and tests (the evaluator uses
+    `Deployment.circuit_server`)."""
+    return MultiInputFHEModelServer(str(deployment.directory), "server_simulate.zip" if simulate else "server.zip")

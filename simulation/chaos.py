@@ -22,9 +22,9 @@ from typing import Callable
 
 from protocol.liveness import DEFAULT_LIVENESS_S
 
-from .processes import ROLES, ProcessSet
-from .runner import ScenarioRunner
-from .spec import Scenario
+from simulation.processes import ROLES, ProcessSet
+from simulation.runner import ScenarioRunner
+from scenarios.spec import Scenario
 
 FAULTS = ("kill", "stop", "stop_continue")
 PR_SET_CHILD_SUBREAPER = 36

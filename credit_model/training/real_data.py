@@ -1,7 +1,7 @@
 """Readers of the real credit-card data: the raw application/credit pair, the merged Kaggle files, the demo table.
 
-The merged files and the demo table are committed, compacted, in `credit_model/data/` (see DATA.md there;
-`write_compact_data` / `python -m credit_model.real_data SHARED_DIR` regenerates them). Every reader returns
+The merged files and the demo table are committed, compacted, in `credit_model/training/data/` (see DATA.md there;
+`write_compact_data` / `python -m credit_model.training.real_data SHARED_DIR` regenerates them). Every reader returns
 one row per applicant with the project's raw features by party and the label `Approved` (generator.LABEL),
 so the frame plugs into the preprocessors and the trainer as it is; extra columns are ignored by them.
 
@@ -53,8 +53,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .generator import LABEL
-from .data_schemas import YEARS_EMPLOYED_BINS, bin_of_years
+from credit_model.training.generator import LABEL
+from credit_model.training.data_schemas import YEARS_EMPLOYED_BINS, bin_of_years
 
 BAD_STATUSES = {"2", "3", "4", "5"}
 
@@ -369,7 +369,7 @@ def write_compact_data(shared_dir: Path, out_dir: Path = DATA_DIR, check_sources
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m credit_model.real_data",
+        prog="python -m credit_model.training.real_data",
         description="Regenerate the committed compact data files from the original CSV files.")
     parser.add_argument("shared_dir", type=Path, help="folder holding the original CSV files")
     parser.add_argument("out_dir", type=Path, nargs="?", default=DATA_DIR,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .data_schemas import (
+from credit_model.training.data_schemas import (
     EDUCATION_TYPES, FAMILY_STATUSES, HOUSING_TYPES, INCOME_TYPES, OCCUPATION_TYPES,
     YEARS_EMPLOYED_BINS, bin_of_years,
 )

@@ -1,5 +1,5 @@
 """Key generation in a child process: Concrete holds the GIL for all of it (2-3 s), so the user runs it in
-`python -m credit_model.keygen DEPLOYMENT_DIR` and stays responsive (signals, heartbeats) meanwhile.
+`python -m credit_model.runtime.keygen DEPLOYMENT_DIR` and stays responsive (signals, heartbeats) meanwhile.
 
 A `KeyGenerator` starts the child ahead of time: it imports and loads the circuit, then waits for one
 line on its stdin (or exits at end of file, when its parent is gone). After "go", it writes to its stdout,
@@ -27,7 +27,7 @@ class KeygenError(RuntimeError):
 
 
 def _child(deployment_dir: str, eager: bool) -> None:
-    from .fhe_runtime import CircuitSpec, KeyOwner
+    from credit_model.runtime.fhe_runtime import CircuitSpec, KeyOwner
 
     spec = CircuitSpec.load(deployment_dir)
     if not eager and sys.stdin.readline().strip() != "go":
@@ -58,7 +58,7 @@ class KeyGenerator:
         self._spawn(eager)
 
     def _spawn(self, eager: bool = False) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "credit_model.keygen", self.deployment_dir]
+        self.proc = subprocess.Popen([sys.executable, "-m", "credit_model.runtime.keygen", self.deployment_dir]
                                      + (["--eager"] if eager else []),
                                      stdout=subprocess.PIPE, stdin=subprocess.PIPE, close_fds=True)
         try:  # a larger pipe moves the 44 MB evaluation key in fewer wake-ups (Linux)

@@ -13,13 +13,14 @@ import zmq
 
 from credit_model.deployment import Deployment
 from credit_model.schema import PARTIES
+from credit_model.training.fhe_model import ml_client, ml_server
 from protocol.curve import Curve
 from protocol.messages import EvalKey, GetOutput, Input, Run, decode, encode
 from protocol.transport import make_socket
 
-from .processes import ProcessSet
-from .runner import ScenarioRunner
-from .spec import Applicant, Expect, Scenario, Step
+from simulation.processes import ProcessSet
+from simulation.runner import ScenarioRunner
+from scenarios.spec import Applicant, Expect, Scenario, Step
 
 Log = Callable[[str], None]
 
@@ -35,8 +36,8 @@ def _median(values: list[float]) -> float:
 
 def in_process_baseline(deployment: Deployment, records: dict, repeats: int) -> dict:
     """The same Concrete ML work as one application, in one Python process: no messages, no hops."""
-    client = deployment.client()
-    server = deployment.server()
+    client = ml_client(deployment)
+    server = ml_server(deployment)
     pres = {p: deployment.preprocessor(p) for p in PARTIES}
     from concrete import fhe
 
@@ -140,7 +141,7 @@ def startup(deployment: Deployment, scenario_dir: Path, repeats: int, log: Log) 
     import subprocess
     import sys
 
-    from .processes import PROJECT_ROOT
+    from simulation.processes import PROJECT_ROOT
 
     ready = []
     for _ in range(repeats):
@@ -172,7 +173,7 @@ def startup(deployment: Deployment, scenario_dir: Path, repeats: int, log: Log) 
 def worker_throughput(deployment: Deployment, records: dict, workers: int, jobs: int, log: Log,
                       threads: int = 0) -> dict:
     """Applications per minute of one evaluator with N worker processes, all runs submitted at once."""
-    client = deployment.client()
+    client = ml_client(deployment)
     client.generate_private_and_evaluation_keys(force=True)
     pres = {p: deployment.preprocessor(p) for p in PARTIES}
     blobs = {p: client.quantize_encrypt_serialize_party(p, pres[p].transform_records([records[p]])) for p in PARTIES}
@@ -225,7 +226,7 @@ def worker_throughput(deployment: Deployment, records: dict, workers: int, jobs:
 
 def cost_growth(depths: tuple[int, ...], bit_widths: tuple[int, ...], log: Log) -> list[dict]:
     """FHE cost against tree depth and input bit width: each is trained, compiled and run for real."""
-    from credit_model.training import TrainingConfig, train_and_deploy
+    from credit_model.training.train import TrainingConfig, train_and_deploy
 
     rows = []
     for depth, bits in ((d, b) for b in bit_widths for d in depths):
@@ -246,9 +247,9 @@ def cost_vs_features(widths: tuple[int, ...], depth: int, bits: int, log: Log) -
     import numpy as np
     from concrete.ml.sklearn import DecisionTreeClassifier
 
-    from credit_model.fhe_model import compile_multi_input
-    from credit_model.generator import LABEL, generate_applicants
-    from credit_model.data_schemas import SYNTHETIC_SCHEMA
+    from credit_model.training.fhe_model import compile_multi_input
+    from credit_model.training.generator import LABEL, generate_applicants
+    from credit_model.training.data_schemas import SYNTHETIC_SCHEMA
     from credit_model.preprocessing import PartyPreprocessor
 
     df = generate_applicants(6000, seed=0)

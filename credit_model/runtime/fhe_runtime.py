@@ -300,7 +300,7 @@ class KeyOwner(_Client):
 
     @classmethod
     def restore(cls, spec: CircuitSpec, secret_keys: Mapping[int, bytes], evaluation_key: bytes) -> KeyOwner:
-        """The owner of keys generated elsewhere (`credit_model.keygen`): every secret key, checked, in a key
+        """The owner of keys generated elsewhere (`credit_model.runtime.keygen`): every secret key, checked, in a key
         set without evaluation keys (built in a millisecond), and the evaluation key's bytes as they are."""
         if sorted(secret_keys) != sorted(spec.secret_key_params):
             raise ValueError(f"expected secret keys {sorted(spec.secret_key_params)}, got {sorted(secret_keys)}")

@@ -1,0 +1,1 @@
+"""What only `train` needs: data readers and the committed data, the generator, training, evaluation, Concrete ML."""

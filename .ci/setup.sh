@@ -5,13 +5,17 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 stamp="$VENV/.fhe-credit-sim-installed"
-want="$(sha256sum setup.cfg pyproject.toml | sha256sum | cut -c1-16)"
+want="$(sha256sum setup.cfg pyproject.toml .ci/pyzmq/build.py | sha256sum | cut -c1-16)"
 # The web page's browser test (tests/test_web_ui.py) drives Debian's Chromium through Debian's chromedriver; selenium
 # is given /usr/bin/chromedriver and never downloads a browser. Installed here when missing and run as root.
-if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "installing Debian's chromium and chromium-driver (the web page's browser test)" >&2
+# pyzmq is built here with its bundled libzmq patched (.ci/pyzmq/build.py: an authenticated peer could abort any role),
+# its CURVE on Debian's libsodium (libsodium-dev; without it libzmq's slower tweetnacl) and g++.
+if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || [ ! -f /usr/include/sodium.h ]; } \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing Debian's chromium, chromium-driver (the web page's browser test) and libsodium-dev (CURVE)" >&2
   apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+    libsodium-dev g++ >/dev/null
 fi
 if [ ! -x "$VENV/bin/python" ]; then
   echo "creating $VENV with $($PYTHON --version)" >&2
@@ -20,6 +24,8 @@ fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing fhe-credit-sim and its pinned dependencies into $VENV (first time: a few minutes, ~6 GB)" >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" .ci/pyzmq/build.py "$VENV/bin/python"   # before the rest: pip then keeps this pyzmq 25.1.2
   "$VENV/bin/python" -m pip install --quiet -e '.[test]'
+  "$VENV/bin/python" .ci/pyzmq/build.py "$VENV/bin/python"   # a no-op unless something replaced it
   echo "$want" > "$stamp"
 fi

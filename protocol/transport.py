@@ -82,10 +82,6 @@ def receive(sock: zmq.Socket, router: bool, overrides: dict | None = None) -> Re
     if router:
         first = sock.recv(copy=False)
         identity = first.bytes
-        try:
-            source_fd = first.get(zmq.SRCFD)
-        except zmq.ZMQError:
-            source_fd = None
         if not first.more:
             return Received(identity, [], None, source_fd=source_fd)
     kept: list[bytes] = []
@@ -99,6 +95,11 @@ def receive(sock: zmq.Socket, router: bool, overrides: dict | None = None) -> Re
                 user_id = frame.get("User-Id") or None
             except zmq.ZMQError:  # no ZAP handshake on this connection (no CURVE)
                 user_id = None
+            if router:  # the connection's descriptor: on the first data frame (libzmq 4.3.4 has none on the identity)
+                try:
+                    source_fd = frame.get(zmq.SRCFD)
+                except zmq.ZMQError:
+                    source_fd = None
         count += 1
         size += len(frame)
         if limit is None and count == 3:  # version and type are known: the type's own limits apply

@@ -13,7 +13,8 @@ import zmq.auth
 from credit_model.deployment import load_deployment
 from protocol.errors import ProtocolError
 from protocol.messages import Ready, Shutdown, Work, WorkDone, decode, encode
-from protocol.transport import make_socket
+from protocol.run_dir import die_with_parent
+from protocol.transport import make_socket, routing_identity
 
 from .runners import Job, KeyCache, run_job
 
@@ -26,13 +27,14 @@ from .runners import Job, KeyCache, run_job
 @click.option("--server-key", default=None, help="CURVE: the evaluator's public key file.")
 def main(endpoint, deployment, fhe, worker_key, server_key):
     """Serve FHE jobs for the evaluator until it says SHUTDOWN or a signal arrives."""
+    die_with_parent()  # SIGTERM when its evaluator dies
     server = load_deployment(deployment).circuit_server(fhe == "simulate")  # its own private build directory
     keys = KeyCache()
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(True))
     ctx = zmq.Context()
-    sock = make_socket(ctx, zmq.DEALER, f"worker:{os.getpid()}")
+    sock = make_socket(ctx, zmq.DEALER, routing_identity("worker"))
     if worker_key:
         sock.curve_publickey, sock.curve_secretkey = zmq.auth.load_certificate(worker_key)
         sock.curve_serverkey = zmq.auth.load_certificate(server_key)[0]

@@ -36,14 +36,38 @@ def check_private(keys_dir: Path) -> None:
 
 
 def create_keys(directory: Path, roles=ROLES) -> Path:
-    """Make a key pair per role in `directory` (`<role>.key` public, `<role>.key_secret` secret, 0600)."""
+    """Make a key pair per role: `directory/<role>/` holds that role's `<role>.key_secret` and the public
+    `<name>.key` of every role (files 0600, directories 0700). Each role, and each host, is given only its own
+    directory: no role ever holds another's secret key."""
     directory = Path(directory)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    pairs = {}
     for role in roles:
-        public, secret = zmq.auth.create_certificates(directory, role)
-        os.chmod(public, 0o600)
-        os.chmod(secret, 0o600)
+        own = directory / role
+        own.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(own, 0o700)
+        public, secret = zmq.auth.create_certificates(own, role)
+        for path in (public, secret):
+            os.chmod(path, 0o600)
+        pairs[role] = Path(public).read_bytes()
+    for role in roles:
+        for other, public in pairs.items():
+            if other != role:
+                path = directory / role / f"{other}.key"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(public)
     return directory
+
+
+def own_keys_dir(role: str, keys_dir: Path | str) -> Path:
+    """Where `role`'s keys are: `keys_dir` itself when it holds `<role>.key_secret`, else `keys_dir/<role>/` (the
+    layout `create_keys` writes, as handed to `run --attach` and `conformance`)."""
+    keys_dir = Path(keys_dir)
+    if not (keys_dir / f"{role}.key_secret").is_file() and (keys_dir / role / f"{role}.key_secret").is_file():
+        return keys_dir / role
+    return keys_dir
 
 
 @dataclass
@@ -57,13 +81,20 @@ class Curve:
     auth: ThreadAuthenticator | None = None
 
     @classmethod
-    def load(cls, role: str, keys_dir: Path | str) -> "Curve":
-        keys_dir = Path(keys_dir)
+    def load(cls, role: str, keys_dir: Path | str, own_only: bool = False) -> "Curve":
+        """The role's key pair from its keys directory (see `own_keys_dir`). With `own_only` (a role process), a
+        directory that also holds another role's secret key is refused: each role is given only its own."""
+        keys_dir = own_keys_dir(role, keys_dir)
         secret_file = keys_dir / f"{role}.key_secret"
         if not secret_file.is_file():
             raise CurveError(f"no CURVE secret key for {role} at {secret_file}; create keys with "
                              "`run_scenario.py keys DIR` or pass --insecure")
         check_private(keys_dir)
+        others = sorted(p.name for p in keys_dir.glob("*.key_secret") if p.name != secret_file.name)
+        if own_only and others:
+            raise CurveError(f"{keys_dir} holds the secret keys of others ({', '.join(others)}): give the {role} a "
+                             f"directory with only {secret_file.name} and the public *.key files "
+                             "(`run_scenario.py keys DIR` writes one directory per role)")
         public, secret = zmq.auth.load_certificate(secret_file)
         if secret is None:
             raise CurveError(f"{secret_file} holds no secret key")

@@ -39,16 +39,20 @@ class RoleSettings:
     keys_dir: str | None = None
     insecure: bool = False
     exit_with_parent: bool = False
+    run_dir: str | None = None
     fault: str | None = None
     log_level: str = "INFO"
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RoleSettings)}
 HELP = {
-    "keys_dir": "Directory with <role>.key public keys of every trusted role and this role's "
-                "<role>.key_secret (CurveZMQ; see `run_scenario.py keys`).",
+    "keys_dir": "This role's CURVE keys directory: its own <role>.key_secret and the <name>.key public keys of "
+                "every trusted role, no other secret key (`run_scenario.py keys DIR` writes DIR/<role>/; given DIR, "
+                "the role uses DIR/<role>/).",
     "insecure": "Run without CurveZMQ authentication and encryption (refused otherwise without --keys-dir).",
     "exit_with_parent": "Shut down when the process that started this one exits (the runner sets it).",
+    "run_dir": "The run directory shared with the runner that started this role: held while the role runs; if the "
+               "runner dies, the role removes its own files there and the last role out removes the directory.",
     "capture_dir": "Write every frame received to this directory (files 0600), for audits; the secret keys "
                    "a CLIENT_KEY carries are never written unless --capture-client-key is given too.",
     "capture_client_key": "TEST ONLY, INSECURE: also write the secret keys a CLIENT_KEY carries to the "
@@ -146,7 +150,7 @@ def curve_for(role: str, settings: RoleSettings):
         raise click.UsageError(f"the {role} refuses to run without CURVE keys: pass --keys-dir DIR "
                                "(create them with `run_scenario.py keys DIR`) or, knowingly, --insecure")
     try:
-        return Curve.load(role, settings.keys_dir)
+        return Curve.load(role, settings.keys_dir, own_only=True)
     except CurveError as exc:
         raise click.UsageError(str(exc)) from None
 

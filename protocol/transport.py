@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -33,6 +35,15 @@ HANDSHAKE_MS = 5_000
 log = logging.getLogger("fhe_credit_sim")
 
 
+def routing_identity(role: str) -> str:
+    """A connecting socket's ZeroMQ routing identity: `role:pid:` and 128 random bits, new for every socket.
+
+    It only routes replies to this connection; it is never a credential (the sender is the role whose CURVE key
+    the ZAP handshake proved). A ROUTER ignores a second connection that claims an identity in use (handover
+    off), so an identity a peer could guess would let it squat an applicant's: these cannot be guessed."""
+    return f"{role}:{os.getpid()}:{secrets.token_hex(16)}"
+
+
 def make_socket(ctx: zmq.Context, kind: int, identity: str | None = None,
                 max_frame: int = MAX_FRAME_BYTES, liveness: float = DEFAULT_LIVENESS_S) -> zmq.Socket:
     """A socket that never lingers on close, refuses any frame over `max_frame`, bounds its handshake,
@@ -48,6 +59,7 @@ def make_socket(ctx: zmq.Context, kind: int, identity: str | None = None,
         sock.setsockopt(zmq.IDENTITY, identity.encode())
     if kind == zmq.ROUTER:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 0)  # a connection never takes over another's identity
         sock.setsockopt(zmq.SNDHWM, ROUTER_SNDHWM)
     return sock
 

@@ -1,6 +1,7 @@
 """CurveZMQ: roles refuse to run without keys, rogue clients get nothing, senders are proven by their keys."""
 
 import stat
+from pathlib import Path
 
 import click
 import pytest
@@ -33,12 +34,43 @@ def test_missing_secret_key_is_named(tmp_path):
         curve_for("bank", RoleSettings(keys_dir=str(tmp_path / "k")))
 
 
-def test_key_files_are_private(tmp_path):
+def test_key_files_are_private_and_each_role_gets_only_its_own_secret(tmp_path):
     keys = create_keys(tmp_path / "keys")
     assert stat.S_IMODE(keys.stat().st_mode) == 0o700
-    files = list(keys.iterdir())
-    assert len(files) == 10
-    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    dirs = sorted(keys.iterdir())
+    assert [d.name for d in dirs] == sorted(("runner", "evaluator", "user", "bank", "agency"))
+    for own in dirs:
+        assert stat.S_IMODE(own.stat().st_mode) == 0o700
+        files = sorted(f.name for f in own.iterdir())
+        assert [f for f in files if f.endswith(".key_secret")] == [f"{own.name}.key_secret"]
+        assert len([f for f in files if f.endswith(".key")]) == 5
+        assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in own.iterdir())
+
+
+def test_a_role_refuses_a_keys_directory_holding_another_roles_secret(tmp_path):
+    """23.6: a compromised bank process must not hold the user's key; a directory with it is refused."""
+    keys = create_keys(tmp_path / "keys")
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o700)
+    for own in keys.iterdir():
+        for f in own.iterdir():
+            (shared / f.name).write_bytes(f.read_bytes())
+            (shared / f.name).chmod(0o600)
+    assert curve_for("bank", RoleSettings(keys_dir=str(keys))).role == "bank"  # keys/bank/ resolved
+    with pytest.raises(click.UsageError, match=r"holds the secret keys of others \(agency.key_secret, evaluator"):
+        curve_for("bank", RoleSettings(keys_dir=str(shared)))
+
+
+def test_the_runner_hands_each_role_only_its_own_keys_directory(tmp_path):
+    procs = ProcessSet(tmp_path, "ipc", "simulate", None)
+    try:
+        for role in ("evaluator", "user", "bank", "agency"):
+            line = procs.command_line(role)
+            given = Path(line[line.index("--keys-dir") + 1])
+            secrets = sorted(p.name for p in given.glob("*.key_secret"))
+            assert secrets == [f"{role}.key_secret"], (role, secrets)
+    finally:
+        procs.stop()
 
 
 @pytest.fixture

@@ -36,7 +36,8 @@ class Target:
         self._fresh = 0
 
     def has_identity(self, as_role: str) -> bool:
-        return not self.secure or os.path.isfile(os.path.join(self.keys_dir, f"{as_role}.key_secret"))
+        from ..curve import own_keys_dir
+        return not self.secure or (own_keys_dir(as_role, self.keys_dir) / f"{as_role}.key_secret").is_file()
 
     def server_public_key(self) -> bytes:
         from ..curve import Curve

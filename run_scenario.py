@@ -59,11 +59,15 @@ def cli() -> None:
               help="With --attach: the CURVE keys directory holding runner.key_secret and the roles' *.key.")
 @click.option("--liveness", type=click.FloatRange(0.5, 3600), default=4.0, show_default=True,
               help="Seconds without a heartbeat after which a role is lost (also given to the roles it starts).")
+@click.option("--keep-run-dir", is_flag=True,
+              help="Keep each run's directory (CURVE secret keys, evaluation keys, ciphertexts, role logs) and print "
+                   "where; by default it is removed whenever the run ends, Ctrl-C, SIGTERM and SIGKILL included.")
 def run(scenario_files, report_json, report_md, fhe, strategy, transport, deployment, insecure, attach, keys_dir,
-        liveness):
+        liveness, keep_run_dir):
     """Start the four processes and drive SCENARIO_FILES (default: scenarios/approved.yaml)."""
     from simulation.report import INSECURE, summary_table, write_json, write_markdown
     from simulation.runner import ScenarioRunner
+    from simulation.stopping import stop_on_signals
 
     if attach and not (keys_dir or insecure):
         raise click.UsageError("--attach needs --keys-dir (the roles' CURVE keys) or --insecure")
@@ -74,9 +78,11 @@ def run(scenario_files, report_json, report_md, fhe, strategy, transport, deploy
         click.secho(f"== scenario {scenario.name}: {scenario.description}", bold=True)
         if mode == "simulate":
             click.secho(f"!! {INSECURE}", fg="red", bold=True)
-        report = ScenarioRunner(scenario, fhe=fhe, strategy=strategy, transport=transport,
-                                deployment=scenario.deployment, progress=click.echo, secure=not insecure,
-                                attach=attach, keys_dir=keys_dir, liveness=liveness).run()
+        with stop_on_signals():  # Ctrl-C / SIGTERM: a clean failure, the roles stopped, the reports written
+            report = ScenarioRunner(scenario, fhe=fhe, strategy=strategy, transport=transport,
+                                    deployment=scenario.deployment, progress=click.echo, secure=not insecure,
+                                    attach=attach, keys_dir=keys_dir, liveness=liveness,
+                                    keep_run_dir=keep_run_dir).run()
         reports.append(report)
         for app in report.applicants:
             click.echo(f"{app.session_id}: {app.explanation or app.decision or '(no decision)'}")
@@ -88,11 +94,17 @@ def run(scenario_files, report_json, report_md, fhe, strategy, transport, deploy
             verdict += f" (failed as expected: {report.failure['role']} at {report.failure['step']})"
         click.secho(f"scenario {scenario.name}: {verdict} in {report.duration_s:.1f} s",
                     fg="green" if report.passed else "red", bold=True)
+        if report.stopped:
+            click.secho(f"run {report.stopped}: the scenarios after {scenario.name} were not run", fg="red")
+            break
     if report_json:
         write_json(reports, report_json)
     if report_md:
         write_markdown(reports, report_md)
     failed = [r.scenario.name for r in reports if not r.passed]
+    stopped = next((r.stopped for r in reports if r.stopped), None)
+    if stopped:
+        raise click.ClickException(f"{stopped}: {', '.join(failed)} did not complete")
     if failed:
         raise click.ClickException(f"expectations did not hold in: {', '.join(failed)}")
 
@@ -100,14 +112,16 @@ def run(scenario_files, report_json, report_md, fhe, strategy, transport, deploy
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 def keys(directory):
-    """Create CurveZMQ key pairs for every role in DIRECTORY (files 0600) for runs on several hosts.
+    """Create CurveZMQ key pairs for every role for runs on several hosts: DIRECTORY/<role>/ holds that role's secret
+    key and every role's public key (files 0600, directories 0700).
 
-    Give each host the directory's *.key public files and only its own role's *.key_secret.
+    Give each host only its own role's directory (the runner's to `run --attach --keys-dir`).
     """
     from protocol.curve import ROLES, create_keys
 
     create_keys(directory)
-    click.echo(f"wrote {len(ROLES)} key pairs to {directory}: " + ", ".join(ROLES))
+    click.echo(f"wrote {len(ROLES)} key pairs to {directory}/<role>/ ({', '.join(ROLES)}): give each role "
+               "(each host) only its own directory")
 
 
 @cli.command()

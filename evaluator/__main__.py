@@ -17,6 +17,7 @@ def _run(settings: RoleSettings) -> None:
               max_store_mb=settings.max_store_mb, workers=settings.workers,
               worker_threads=settings.worker_threads, curve=curve_for("evaluator", settings),
               exit_with_parent=settings.exit_with_parent, faults=settings.fault, liveness=settings.liveness,
+              run_dir=settings.run_dir,
               capture_dir=Path(settings.capture_dir) if settings.capture_dir else None).serve_forever()
 
 

@@ -29,9 +29,11 @@ class Evaluator(Node):
                  simulate: bool = False, max_sessions: int = 20, max_keys: int = 20, max_store_mb: int = 4096,
                  workers: int = 0,
                  worker_threads: int = 0, capture_dir: Path | None = None, curve=None,
-                 exit_with_parent: bool = False, faults: str | None = None, liveness: float = 4.0):
+                 exit_with_parent: bool = False, faults: str | None = None, liveness: float = 4.0,
+                 run_dir: str | None = None):
         super().__init__("evaluator", control, capture_dir=capture_dir, poll_ms=5, curve=curve,
-                         exit_with_parent=exit_with_parent, faults=faults, liveness=liveness)
+                         exit_with_parent=exit_with_parent, faults=faults, liveness=liveness, run_dir=run_dir,
+                         workdir=workdir)
         self.simulate = simulate
         # A compressed evaluation key of this circuit always has this size; Concrete aborts the process
         # when it runs with a key of another circuit, so a key of any other size is refused up front.

@@ -50,6 +50,7 @@ class FeatureParty(Node):
         super().__init__(party, settings.control, capture_dir=settings.capture_dir,
                          capture_client_key=settings.capture_client_key,
                          curve=curve_for(party, settings), exit_with_parent=settings.exit_with_parent,
+                         run_dir=settings.run_dir, workdir=settings.workdir,
                          faults=settings.fault, liveness=settings.liveness)
         self.party = party
         self.settings = settings

@@ -44,6 +44,7 @@ class User(Node):
         super().__init__("user", settings.control, capture_dir=settings.capture_dir,
                          capture_client_key=settings.capture_client_key,
                          curve=curve_for("user", settings), exit_with_parent=settings.exit_with_parent,
+                         run_dir=settings.run_dir, workdir=settings.workdir,
                          faults=settings.fault, liveness=settings.liveness)
         self.settings = settings
         self.simulate = settings.fhe == "simulate"
@@ -70,7 +71,7 @@ class User(Node):
         if key_id not in self.keys:
             t0 = time.perf_counter()
             try:
-                evaluation_key, secret, seconds = self.keygen.generate(lambda: self.stopping,
+                evaluation_key, secret, seconds = self.keygen.generate(self.should_stop,
                                                                        self.settings.request_timeout)
             except KeygenError as exc:
                 raise ProtocolError(str(exc), ErrorCode.INTERNAL) from None

@@ -18,9 +18,10 @@ from .authorization import authorize, size_limits
 from .errors import ErrorCode, ProtocolError, RemoteError
 from .messages import Error, Message, MessageType, Ping, Pong, Ready, Result, Shutdown, decode, encode
 from .liveness import DEFAULT_LIVENESS_S
+from .run_dir import Presence, die_with_parent
 from .transport import (
     MAX_FRAME_BYTES, FaultPlan, PeerClient, RateLimitedLog, Received, TrafficLog, make_socket, receive,
-    role_of, safe_name, send_nowait,
+    role_of, routing_identity, safe_name, send_nowait,
 )
 
 Handler = Callable[[str, object], Message]
@@ -64,11 +65,16 @@ class Node:
     def __init__(self, role: str, control: str | None = None, poll_ms: int = 50,
                  capture_dir: Path | None = None, curve=None, exit_with_parent: bool = False,
                  faults: str | None = None, capture_client_key: bool = False,
-                 liveness: float = DEFAULT_LIVENESS_S):
+                 liveness: float = DEFAULT_LIVENESS_S, run_dir: str | Path | None = None,
+                 workdir: str | Path | None = None):
         self.role = role
         self.liveness = liveness  # a peer silent this long is lost (protocol/liveness.py)
         self.faults = FaultPlan(faults.split(",")) if faults else None
-        self.parent = os.getppid() if exit_with_parent else None
+        # Started by a runner: the kernel sends SIGTERM when it dies (and its pid is checked in every wait).
+        self.parent = die_with_parent() if exit_with_parent else None
+        # The run directory this role shares with its runner: left clean when the runner is gone (protocol/run_dir.py)
+        self.presence = Presence(run_dir) if run_dir else None
+        self.workdir = Path(workdir) if workdir else None
         self.curve = curve
         self.capture_dir = Path(capture_dir) if capture_dir else None
         self.capture_client_key = capture_client_key
@@ -77,7 +83,6 @@ class Node:
                         "to %s", role, capture_dir)
         self._captured = self._last_captured() if self.capture_dir else 0  # a restarted role numbers on
         self._capture_lock = threading.Lock()
-        self.identity = f"{role}:{os.getpid()}"
         self.ctx = zmq.Context()
         self.traffic = TrafficLog(role)
         self.log_error = RateLimitedLog(log)
@@ -95,7 +100,7 @@ class Node:
             curve.start_authenticator(self.ctx)
             self.key_roles = curve.roles_by_key()
         if control:
-            self.control = make_socket(self.ctx, zmq.DEALER, self.identity, liveness=liveness)
+            self.control = make_socket(self.ctx, zmq.DEALER, routing_identity(role), liveness=liveness)
             if curve is not None:
                 curve.client("runner")(self.control)
             self.control.connect(control)
@@ -121,8 +126,8 @@ class Node:
         if setup is None and self.curve is not None:
             setup = self.curve.client(name)
         capture = (lambda frames: self._capture(name, frames)) if self.capture_dir is not None else None
-        peer = PeerClient(self.ctx, name, endpoint, self.identity, self.traffic, setup,
-                          should_stop=lambda: self.stopping, max_reply=max_reply, liveness=self.liveness,
+        peer = PeerClient(self.ctx, name, endpoint, routing_identity(self.role), self.traffic, setup,
+                          should_stop=self.should_stop, max_reply=max_reply, liveness=self.liveness,
                           on_receive=capture)
         peer.faults = self.faults
         self.peers[name] = peer
@@ -134,6 +139,16 @@ class Node:
             self.stopping = True
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+
+    def parent_gone(self) -> bool:
+        return self.parent is not None and os.getppid() != self.parent
+
+    def should_stop(self) -> bool:
+        """A signal arrived, SHUTDOWN was asked, or the runner that started this role died: every wait ends."""
+        if not self.stopping and self.parent_gone():
+            log.warning("%s: the process that started it exited; shutting down", self.role)
+            self.stopping = True
+        return self.stopping
 
     # --- hooks for roles --------------------------------------------------------------------
     def on_command(self, action: str, params: dict) -> dict:
@@ -156,7 +171,7 @@ class Node:
         thread.start()
         while thread.is_alive():
             thread.join(0.05)
-            if self.stopping:
+            if self.should_stop():
                 raise ProtocolError(f"shutting down during {what}")
         if "error" in outcome:
             raise outcome["error"]
@@ -272,9 +287,7 @@ class Node:
                 reply, seq = self._reply_for(channel, sender, got)
                 if reply is not None:
                     self.send_reply(sock, got.identity, reply, seq)
-        if self.parent is not None and os.getppid() != self.parent:
-            log.warning("%s: the process that started it exited; shutting down", self.role)
-            self.stopping = True
+        self.should_stop()
         if self.control is not None and self.control in events:
             got = receive(self.control, router=False)
             reply, seq = self._reply_for(Channel("control", self._control_handler, {}), "runner", got)
@@ -289,7 +302,29 @@ class Node:
                 self.poll_once()
         finally:
             self.close()
+            self.leave_run_dir()
             self._exit_if_work_is_stuck()
+
+    def own_paths(self) -> list[Path]:
+        """What this role leaves in its run directory: its work directory, its CURVE keys, its capture, its log
+        and its ipc endpoints (only paths inside the run directory are ever removed)."""
+        paths = [p for p in (self.workdir, self.capture_dir, getattr(self.curve, "keys_dir", None)) if p]
+        if self.presence is not None:
+            paths.append(self.presence.run_dir / f"{self.role}.log")
+        paths += [Path(e[len("ipc://"):]) for e in self.endpoints.values() if e.startswith("ipc://")]
+        return paths
+
+    def leave_run_dir(self) -> None:
+        """With the runner gone, remove what is this role's (the last role out removes the directory); with the
+        runner alive, only let go of the run (the runner removes it when the run ends)."""
+        if self.presence is None:
+            return
+        if self.parent_gone():
+            gone = self.presence.leave(self.own_paths(), last_out=True)
+            log.warning("%s: its runner is gone: removed its files%s", self.role,
+                        " and the run directory" if gone else "")
+        else:
+            self.presence.leave()
 
     @staticmethod
     def _exit_if_work_is_stuck(grace: float = 0.3) -> None:

@@ -16,10 +16,11 @@ from pathlib import Path
 import zmq
 
 from protocol.authorization import authorize
-from protocol.curve import Curve, create_keys
+from protocol.curve import Curve, create_keys, own_keys_dir
 from protocol.errors import ErrorCode, ProtocolError, RemoteError
 from protocol.liveness import DEFAULT_LIVENESS_S, RouterWatch
 from protocol.messages import Command, Error, Packet, Ready, Result, Shutdown, decode, encode
+from protocol.run_dir import Presence
 from protocol.transport import TrafficLog, make_socket, receive, role_of, send_nowait
 
 ROLES = ("evaluator", "user", "bank", "agency")
@@ -117,6 +118,8 @@ class ProcessSet:
             self.curve.server(self.control)
             self.key_roles = self.curve.roles_by_key()
         self.control.bind(self.endpoints["control"])
+        # The runner's own hold on the run directory: a role that outlives it removes what is its own (run_dir.py)
+        self.presence = None if attach else Presence(self.run_dir)
         self.procs: dict[str, RoleProcess] = {}
         self.traffic = TrafficLog("runner")
         self._seq = 0
@@ -128,9 +131,10 @@ class ProcessSet:
                 "--fhe", self.fhe]
         if self.deployment:
             args += ["--deployment", str(self.deployment)]
-        args += ["--keys-dir", str(self.keys_dir)] if self.keys_dir else ["--insecure"]
+        args += ["--keys-dir", str(own_keys_dir(role, self.keys_dir))] if self.keys_dir else ["--insecure"]
         args += ["--liveness", f"{self.liveness:g}"]
         args += ["--exit-with-parent"]  # a runner that dies (even by SIGKILL) leaves no role behind
+        args += ["--run-dir", str(self.run_dir)]  # ... and no file: the roles remove what is theirs
         return args + self.extra_args.get(role, [])
 
     def start(self, timeout: float, roles: tuple[str, ...] = ROLES) -> dict[str, int]:
@@ -138,8 +142,9 @@ class ProcessSet:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
         for role in roles if not self.attach else ():
             log_path = self.run_dir / f"{role}.log"
-            with open(log_path, "ab") as log_file:  # a restarted role appends to its log
-                popen = subprocess.Popen(self.command_line(role), cwd=PROJECT_ROOT, env=env,
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # a restarted role appends
+            with os.fdopen(fd, "ab") as log_file:  # every file a role makes is its own only (umask 077)
+                popen = subprocess.Popen(self.command_line(role), cwd=PROJECT_ROOT, env=env, umask=0o077,
                                          stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             self.procs[role] = RoleProcess(role, popen, log_path)
         if self.attach:
@@ -286,16 +291,23 @@ class ProcessSet:
         for role in pending:
             self.ended_by[role] = f"SHUTDOWN sent, still connected after {grace:.0f} s (attached)"
 
-    def stop(self, grace: float = 2.0) -> dict[str, int | None]:
-        """SHUTDOWN every role, then SIGTERM, then SIGKILL; close the control socket. Returns exit codes, and
-        records in `ended_by` how each role ended: "SHUTDOWN" (it exited by itself when told), "SIGTERM" or
-        "SIGKILL" (the runner had to), or "before stop" (it had already exited: a fault, a crash)."""
+    def stop(self, grace: float = 2.0, at_once: bool = False) -> dict[str, int | None]:
+        """SHUTDOWN every role, then SIGTERM, then SIGKILL; close the control socket. With `at_once` (the run was
+        stopped by a signal) the roles it started get SIGTERM straight away. Returns exit codes, and records in
+        `ended_by` how each role ended: "SHUTDOWN" (it exited by itself when told), "SIGTERM" or "SIGKILL" (the
+        runner had to), "before stop" (it had already exited: a fault, a crash), or "<SIGNAL> (not from the
+        runner)" when something else killed it meanwhile."""
+        if self.control.closed:
+            return {role: p.exit_code() for role, p in self.procs.items()}
         self.ended_by = {role: "before stop" for role, p in self.procs.items()
                          if p.popen is not None and p.exit_code() is not None}
         for role, proc in self.procs.items():
             if role in self.ended_by:
                 continue
-            if proc.popen is not None and _is_stopped(proc.popen.pid):
+            if proc.popen is not None and at_once:
+                proc.popen.terminate()
+                self.ended_by[role] = "SIGTERM"
+            elif proc.popen is not None and _is_stopped(proc.popen.pid):
                 proc.popen.kill()  # a stopped process would answer nothing: no grace for it
                 self.ended_by[role] = "SIGKILL"
             elif proc.popen is not None and proc.identity is None:
@@ -320,10 +332,16 @@ class ProcessSet:
         if attached:
             self._await_attached(attached, max(grace, 5.0))
         for role, proc in self.procs.items():
+            code = proc.exit_code()
+            sent = self.ended_by.get(role)
+            if code is not None and code < 0 and sent not in (signal.Signals(-code).name, "before stop"):
+                self.ended_by[role] = f"{signal.Signals(-code).name} (not from the runner)"
             self.ended_by.setdefault(role, "SHUTDOWN")
         self.watch.close()
         self.control.close(linger=0)
         if self.curve is not None:
             self.curve.stop()
         self.ctx.term()
+        if self.presence is not None:
+            self.presence.leave()
         return {role: p.exit_code() for role, p in self.procs.items()}

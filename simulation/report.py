@@ -30,6 +30,7 @@ def to_json(report: RunReport) -> dict:
         "insecure": report.fhe == "simulate",
         "passed": report.passed,
         "fatal": report.fatal,
+        "stopped": report.stopped,
         "failure": report.failure,
         "expected_failure": report.scenario.expect_failure,
         "faults_applied": report.faults_applied,
@@ -37,6 +38,7 @@ def to_json(report: RunReport) -> dict:
         "processes": report.processes,
         "exit_codes": report.exit_codes,
         "ended_by": report.ended_by,
+        "run_dir_kept": report.run_dir,
         "applicants": [{
             "name": a.name, "session_id": a.session_id, "decision": a.decision,
             "explanation": a.explanation, "expectations_held": a.expectations_held,

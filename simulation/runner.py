@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +11,10 @@ from typing import Callable
 from credit_model.explainability import decision_message
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.liveness import DEFAULT_LIVENESS_S
+from protocol.run_dir import make_run_dir
 
 from simulation.processes import ROLES, ProcessSet, RoleFailure
+from simulation.stopping import RunStopped, deferred_signals, stopped_by
 from scenarios.spec import Applicant, Scenario, Step
 
 # READY deadline: start-up measured at 1.1-1.3 s on an idle 2-core machine (bench `roles_ready_s`) and a few
@@ -64,9 +66,13 @@ class RunReport:
     duration_s: float = 0.0
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     ended_by: dict[str, str] = field(default_factory=dict)  # how each role ended (ProcessSet.stop)
+    run_dir: str | None = None  # only when it was kept (--keep-run-dir, or given by the caller)
+    stopped: str | None = None  # "stopped by SIGTERM" when a signal ended the run
 
     @property
     def passed(self) -> bool:
+        if self.stopped:  # a stopped run passes nothing, not even an expected failure
+            return False
         expected = self.scenario.expect_failure
         if expected is not None:  # the run had to fail cleanly, naming this role and step
             return self.failure is not None and all(self.failure[k] == expected[k] for k in ("role", "step"))
@@ -81,7 +87,8 @@ class ScenarioRunner:
                  progress: Callable[[str], None] = lambda line: None,
                  extra_args: dict[str, list[str]] | None = None, secure: bool = True,
                  attach: str | None = None, keys_dir: str | None = None, liveness: float = DEFAULT_LIVENESS_S,
-                 start_timeout: float = START_TIMEOUT, on_start: Callable[[ProcessSet], None] | None = None):
+                 start_timeout: float = START_TIMEOUT, on_start: Callable[[ProcessSet], None] | None = None,
+                 keep_run_dir: bool = False):
         self.scenario = scenario
         self.fhe = fhe or scenario.fhe
         self.strategy = strategy
@@ -105,6 +112,8 @@ class ScenarioRunner:
                 self.extra_args[role] += ["--request-timeout", str(scenario.request_timeout_s)]
         self.attach, self.keys_dir = attach, keys_dir
         self.liveness, self.start_timeout, self.on_start = liveness, start_timeout, on_start
+        self.keep_run_dir = keep_run_dir  # a given run_dir is the caller's, and kept too
+        self.phase = "start"
         self.report = RunReport(scenario, self.fhe, strategy or scenario.strategy)
         self.deadline = 0.0
 
@@ -118,36 +127,55 @@ class ScenarioRunner:
     def run(self) -> RunReport:
         started = time.monotonic()
         self.deadline = started + self.scenario.deadline_s
-        with tempfile.TemporaryDirectory(prefix="fcs-") as tmp:
-            run_dir = Path(self.run_dir or tmp)
-            run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = Path(self.run_dir) if self.run_dir else make_run_dir()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        procs, stopped = None, False
+        self.phase = "start"
+        try:
             procs = ProcessSet(run_dir, self.transport, self.fhe, self.deployment, self.extra_args, self.secure,
                                self.attach, self.keys_dir, self.liveness)
-            try:
-                how = f"attached at {self.attach}" if self.attach else self.transport
-                self.progress(f"{'waiting for' if self.attach else 'starting'} {', '.join(ROLES)} ({how}, "
-                              f"fhe={self.fhe}, {'CurveZMQ' if self.secure else 'INSECURE: no CurveZMQ'})")
-                if self.on_start is not None:
-                    self.on_start(procs)  # e.g. the chaos command arms its fault once the processes exist
-                self.report.processes = procs.start(min(self.start_timeout, self.remaining()))
-                self.progress("all roles ready: " + ", ".join(f"{r}={p}" for r, p in self.report.processes.items()))
-                counts: dict[str, int] = {}
-                for applicant in self.scenario.applicants:
-                    counts[applicant.name] = counts.get(applicant.name, 0) + 1
-                    self.run_applicant(procs, applicant, f"{applicant.name}-{counts[applicant.name]}")
-                for role in procs.procs:
-                    stats = procs.command(role, "stats", {}, min(30.0, self.remaining()))
-                    self.report.messages.extend(stats["messages"])
-                self.report.messages.extend(procs.traffic.drain())
-            except ProtocolError as exc:
-                role = getattr(exc, "role", "runner")
-                self.report.fatal = f"{role}: {exc.reason}"
-                if self.report.failure is None:
-                    self.report.failure = {"role": role, "step": "start", "reason": exc.reason}
-                self.progress(f"FATAL {self.report.fatal}")
-            finally:
-                self.report.exit_codes = procs.stop()
-                self.report.ended_by = dict(procs.ended_by)
+            how = f"attached at {self.attach}" if self.attach else self.transport
+            self.progress(f"{'waiting for' if self.attach else 'starting'} {', '.join(ROLES)} ({how}, "
+                          f"fhe={self.fhe}, {'CurveZMQ' if self.secure else 'INSECURE: no CurveZMQ'})")
+            if self.on_start is not None:
+                self.on_start(procs)  # e.g. the chaos command arms its fault once the processes exist
+            self.report.processes = procs.start(min(self.start_timeout, self.remaining()))
+            self.progress("all roles ready: " + ", ".join(f"{r}={p}" for r, p in self.report.processes.items()))
+            counts: dict[str, int] = {}
+            for applicant in self.scenario.applicants:
+                counts[applicant.name] = counts.get(applicant.name, 0) + 1
+                self.phase = f"applicant {applicant.name}"
+                self.run_applicant(procs, applicant, f"{applicant.name}-{counts[applicant.name]}")
+            self.phase, self.current_call = "stats", ""
+            for role in procs.procs:
+                stats = procs.command(role, "stats", {}, min(30.0, self.remaining()))
+                self.report.messages.extend(stats["messages"])
+            self.report.messages.extend(procs.traffic.drain())
+        except ProtocolError as exc:
+            stopped = isinstance(exc, RunStopped)
+            if stopped:
+                self.report.stopped = exc.reason
+            role = getattr(exc, "role", "runner")
+            self.report.fatal = f"{role}: {exc.reason}"
+            if self.report.failure is None or stopped:
+                # the runner call in flight, else the phase (start, stats): never "start" for a later failure
+                step = self.current_call or self.phase
+                self.report.failure = {"role": role, "step": step, "reason": exc.reason}
+            self.progress(f"FATAL {self.report.fatal}")
+        finally:
+            with deferred_signals():  # a second Ctrl-C does not cut the clean-up short
+                if procs is not None:
+                    self.report.exit_codes = procs.stop(at_once=stopped)
+                    self.report.ended_by = dict(procs.ended_by)
+                if self.run_dir is None and not self.keep_run_dir:
+                    shutil.rmtree(run_dir, ignore_errors=True)  # keys, ciphertexts, logs, ipc endpoints
+                else:
+                    self.progress(f"run directory kept: {run_dir}")
+        if stopped_by() is not None and not stopped:  # the signal came while the roles were being stopped
+            stop = RunStopped(stopped_by())
+            self.report.fatal, self.report.stopped = f"runner: {stop.reason}", stop.reason
+            self.report.failure = {"role": "runner", "step": self.current_call or self.phase, "reason": stop.reason}
+        self.report.run_dir = str(run_dir) if (self.run_dir or self.keep_run_dir) else None
         self.report.messages.sort(key=lambda m: m["t"])
         self._attribute_bytes()
         self.report.duration_s = round(time.monotonic() - started, 3)
@@ -207,7 +235,7 @@ class ScenarioRunner:
             try:
                 outcome = self.run_step(procs, applicant, app, step)
                 error = None
-            except RoleFailure:
+            except (RoleFailure, RunStopped):
                 raise
             except ProtocolError as exc:
                 if exc.code is ErrorCode.PEER_LOST:  # a role lost a peer: name it and end the run cleanly

@@ -26,7 +26,18 @@ class KeygenError(RuntimeError):
     """Key generation failed, timed out or was abandoned (the role is stopping)."""
 
 
+def _die_with_parent() -> None:
+    """The kernel kills this child when the role that started it dies (Linux): no keys are made for nobody."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _child(deployment_dir: str, eager: bool) -> None:
+    _die_with_parent()
     from credit_model.runtime.fhe_runtime import CircuitSpec, KeyOwner
 
     spec = CircuitSpec.load(deployment_dir)

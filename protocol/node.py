@@ -20,7 +20,7 @@ from .messages import Error, Message, MessageType, Ping, Pong, Ready, Result, Sh
 from .liveness import DEFAULT_LIVENESS_S
 from .run_dir import Presence, die_with_parent
 from .transport import (
-    MAX_FRAME_BYTES, FaultPlan, PeerClient, RateLimitedLog, Received, TrafficLog, make_socket, receive,
+    LIBZMQ_PATCH, MAX_FRAME_BYTES, FaultPlan, PeerClient, RateLimitedLog, Received, TrafficLog, make_socket, receive,
     role_of, routing_identity, safe_name, send_nowait,
 )
 
@@ -68,6 +68,9 @@ class Node:
                  liveness: float = DEFAULT_LIVENESS_S, run_dir: str | Path | None = None,
                  workdir: str | Path | None = None):
         self.role = role
+        if LIBZMQ_PATCH is None:
+            log.warning("%s: UNSAFE: this pyzmq's libzmq is not patched (run .ci/setup.sh): an authenticated peer "
+                        "that floods this role and hangs up can abort it (SPEC §9)", role)
         self.liveness = liveness  # a peer silent this long is lost (protocol/liveness.py)
         self.faults = FaultPlan(faults.split(",")) if faults else None
         # Started by a runner: the kernel sends SIGTERM when it dies (and its pid is checked in every wait).

@@ -33,6 +33,9 @@ ROUTER_SNDHWM = 16
 HANDSHAKE_MS = 5_000
 
 log = logging.getLogger("fhe_credit_sim")
+# The libzmq that pyzmq carries was patched against the `!_io_error` abort (.ci/pyzmq/build.py): without it, any
+# authenticated peer that floods a role and hangs up can abort the role's process (SPEC §9).
+LIBZMQ_PATCH = getattr(__import__("zmq.sugar.version", fromlist=["_"]), "fcs_libzmq_patch", None)
 
 
 def routing_identity(role: str) -> str:

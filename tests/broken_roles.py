@@ -20,6 +20,11 @@ FLAWS: dict[str, str] = {
     "blocking_replies": "it waits for a peer that does not read its replies",
     "reuses_run_ids": "a run id can be used again (its old output is then served)",
     "accepts_output_key": "it accepts any of the user's secret keys, the output's too",
+    "contributors_run_sessions": "a party that added an input to a session may run it and read its output (a "
+                                 "session that does not exist is still refused with FORBIDDEN)",
+    "parties_replace_inputs": "an INPUT's party is checked against its sender only when the session does not "
+                              "exist yet: into a live session, a bank can send the agency's input",
+    "dies_when_flooded": "the process dies (exit 134, as libzmq's abort) once it has received 5,000 messages",
 }
 
 
@@ -126,6 +131,50 @@ def break_it(flaw: str) -> None:
             encryptor.seconds = 0.0
             return encryptor
         InputEncryptor.from_secret_keys = from_any_secret_keys
+    elif flaw == "contributors_run_sessions":
+        from evaluator.service import Evaluator
+        from protocol.authorization import AUTHORIZATION, Rule
+        from protocol.errors import Forbidden
+        from protocol.messages import MessageType as T
+        for type_ in (T.RUN, T.GET_OUTPUT):
+            AUTHORIZATION["evaluator"][type_] = Rule(frozenset({"user", "bank", "agency"}))
+
+        def owned_session(self, sender, session_id):
+            session = self.store.sessions.get(session_id)
+            if session is None and sender != "user":
+                raise Forbidden(f"{sender} may not send this to the evaluator")
+            session = self.store.get(session_id)
+            if session.owner != sender and sender not in {party for party, _ in session.inputs}:
+                raise Forbidden(f"session {session_id!r} belongs to another owner")
+            return session
+        Evaluator.owned_session = owned_session
+    elif flaw == "parties_replace_inputs":
+        from evaluator.service import Evaluator
+        from protocol.authorization import AUTHORIZATION, Rule
+        from protocol.errors import Forbidden
+        from protocol.messages import MessageType as T
+        AUTHORIZATION["evaluator"][T.INPUT] = Rule(frozenset({"user", "bank", "agency"}))
+        original_input = Evaluator.on_input
+
+        def on_input(self, sender, message):
+            if message.party != sender and message.session_id not in self.store.sessions:
+                raise Forbidden(f"{sender} may not send INPUT with party {message.party!r}: it may only speak "
+                                "for itself")
+            return original_input(self, sender, message)
+        Evaluator.on_input = on_input
+    elif flaw == "dies_when_flooded":
+        import os
+
+        import protocol.node
+        original_receive = protocol.node.receive
+        count = [0]
+
+        def receive(sock, router, overrides=None):
+            count[0] += 1
+            if count[0] > 5_000:
+                os._exit(134)
+            return original_receive(sock, router, overrides)
+        protocol.node.receive = receive
     else:
         raise SystemExit(f"unknown flaw {flaw!r}; known: {', '.join(FLAWS)}")
 

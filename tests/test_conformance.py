@@ -92,6 +92,9 @@ BROKEN = {
     "blocking_replies": ("evaluator", "slow reader"),
     "reuses_run_ids": ("evaluator", "runs: a run id is never reused"),
     "accepts_output_key": ("bank", "custody: a CLIENT_KEY carrying the output's secret key"),
+    "contributors_run_sessions": ("evaluator", "ownership (live session): only its user may run it"),
+    "parties_replace_inputs": ("evaluator", "ownership (live session): no party may send or replace an input"),
+    "dies_when_flooded": ("agency", "alive: it still answers a PING after every check"),
 }
 
 

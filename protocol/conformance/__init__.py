@@ -7,8 +7,8 @@ from typing import Callable
 
 from .basic import common_checks, evaluator_checks, party_checks
 from .hostile import (
-    admission_checks, authorization_checks, evaluator_hostile_checks, limit_checks, party_hostile_checks,
-    slow_reader_check,
+    admission_checks, authorization_checks, evaluator_hostile_checks, flood_check, limit_checks,
+    party_hostile_checks, slow_reader_check,
 )
 from .target import CheckResult, Target
 
@@ -92,7 +92,8 @@ def checks_for(role: str, target: Target, fhe: str, materials: Materials, max_se
     else:
         checks += party_checks(target, target.secure, materials)
         checks += party_hostile_checks(target, materials)
-    return checks + slow_reader_check(target)  # last: an implementation that blocks spoils no other check
+    # last: an implementation that blocks, or dies, spoils no other check
+    return checks + slow_reader_check(target) + flood_check(target)
 
 
 def run_conformance(role: str, endpoint: str, keys_dir: str | None = None, server_key: bytes | None = None,
@@ -104,14 +105,26 @@ def run_conformance(role: str, endpoint: str, keys_dir: str | None = None, serve
         raise ValueError(f"role must be one of {SERVING_ROLES}")
     target = Target(role, endpoint, keys_dir, server_key, timeout)
     materials = Materials(deployment, fhe)
-    results = []
+    results, died = [], None
     try:
         for name, check in checks_for(role, target, fhe, materials, max_sessions):
+            if died is not None:
+                results.append(CheckResult(f"{role}: {name}", False, f"not run: the implementation {died}"))
+                report(results[-1])
+                continue
             try:
                 ok, detail = check()
             except Exception as exc:  # noqa: BLE001 - a check that blows up has failed
                 ok, detail = False, f"{type(exc).__name__}: {exc}"
             results.append(CheckResult(f"{role}: {name}", bool(ok), "" if ok else detail))
+            report(results[-1])
+            if not target.alive():  # a check that kills the implementation fails, and so does the run
+                died = f"stopped answering during: {name}"
+                results.append(CheckResult(f"{role}: alive: it still answers a PING after every check", False,
+                                           f"the implementation {died}"))
+                report(results[-1])
+        if died is None:
+            results.append(CheckResult(f"{role}: alive: it still answers a PING after every check", True))
             report(results[-1])
     finally:
         target.close()

@@ -136,6 +136,26 @@ def slow_reader_check(t: Target, seconds: float = 3.0) -> list[Check]:
     return [("slow reader: a peer that stops reading does not delay another peer's PING", check)]
 
 
+def flood_check(t: Target, floods: int = 2, seconds: float = 1.5, connections: int = 16) -> list[Check]:
+    """Peers that send faster than the implementation reads, then hang up abruptly (libzmq's `!_io_error` abort
+    kills an unpatched role); afterwards a legitimate peer is still answered (the run then checks it is alive)."""
+    from .flood import flood_then_disconnect
+
+    def check():
+        attacker = "bank" if t.role != "bank" else "agency"
+        if t.secure and not t.has_identity(attacker):
+            attacker = "user"
+        keys, server = (t.keys_dir, t.server_public_key()) if t.secure else (None, None)
+        sent = sum(flood_then_disconnect(t.endpoint, keys, attacker, server, connections, seconds)
+                   for _ in range(floods))
+        time.sleep(0.5)
+        reply = t.ask(Ping(), "user", timeout=10.0)
+        return isinstance(reply, Pong), f"after {floods} floods of {connections} connections ({sent} messages, " \
+                                        f"then hung up), a PING got {show(reply)}"
+    return [("flood then hang up: peers that flood faster than it reads and then vanish neither kill it nor keep "
+             "it from answering", check)]
+
+
 def evaluator_hostile_checks(t: Target, materials, max_sessions: int) -> list[Check]:
     """Ownership, quotas, ids, run ids and key replacement at an evaluator (materials: genuine keys and
     ciphertexts of the deployment's circuit)."""
@@ -196,7 +216,47 @@ def evaluator_hostile_checks(t: Target, materials, max_sessions: int) -> list[Ch
             f"first RUN {first}; OUTPUT names its inputs' sha256: {bound}; the same run id again got {again} " \
             "(ILLEGAL_STATE expected)"
 
-    checks = [("ownership: bank and agency cannot open a session (UNKNOWN_SESSION)", parties_cannot_open_sessions),
+    def live_session_runs_and_outputs_are_the_users():
+        """On a session a real user opened, with every party's input in it: neither bank nor agency may run it
+        (with its own variant or not) or read its output."""
+        session = f"{sid}-live"
+        opened = inputs(session)
+        user_run = code_of(t.ask(Run(session, "r1", {}), "user"))
+        output = t.ask(GetOutput(session, "r1", int(t.timeout * 900)), "user", timeout=t.timeout * 2)
+        got = {}
+        for party in ("bank", "agency"):
+            got[f"{party} INPUT of its own variant"] = code_of(t.ask(Input(session, key, party, "probe",
+                                                                           materials.blobs[party]), party))
+            got[f"{party} RUN with its variant"] = code_of(t.ask(Run(session, f"r-{party}", {party: "probe"}), party))
+            got[f"{party} RUN"] = code_of(t.ask(Run(session, f"r-{party}2", {}), party))
+            got[f"{party} GET_OUTPUT of the user's run"] = code_of(t.ask(GetOutput(session, "r1", 0), party))
+        forbidden = {k: v for k, v in got.items() if "INPUT" not in k}
+        ok = set(opened) == {"ACK"} and user_run == "ACK" and isinstance(output, Output) \
+            and set(forbidden.values()) == {"FORBIDDEN"} \
+            and {got["bank INPUT of its own variant"], got["agency INPUT of its own variant"]} == {"ACK"}
+        return ok, f"the user's session (inputs {opened}, its RUN {user_run}, its OUTPUT {show(output)[:40]}): {got}"
+
+    def live_session_inputs_are_each_partys_own():
+        """On a session a real user opened: no party may put or replace an input as another party; the user's next
+        OUTPUT is computed from the three inputs their own parties sent."""
+        session = f"{sid}-own"
+        opened = inputs(session)
+        got = {}
+        for sender, party in (("bank", "agency"), ("agency", "bank"), ("bank", "user"), ("agency", "user")):
+            blob = materials.blobs[party]
+            got[f"{sender} as {party}"] = code_of(t.ask(Input(session, key, party, "base", blob), sender))
+        out = t.ask(GetOutput(session, "r1", int(t.timeout * 900)), "user", timeout=t.timeout * 2) \
+            if code_of(t.ask(Run(session, "r1", {}), "user")) == "ACK" else None
+        digests = {p: hashlib.sha256(materials.blobs[p]).hexdigest() for p in PARTIES}
+        ok = set(opened) == {"ACK"} and set(got.values()) == {"FORBIDDEN"} and getattr(out, "inputs", None) == digests
+        return ok, f"inputs {opened}; another party's INPUT got {got}; the user's OUTPUT names " \
+                   f"{getattr(out, 'inputs', show(out))}"
+
+    checks = [("ownership (live session): only its user may run it or read its output, whoever added inputs",
+               live_session_runs_and_outputs_are_the_users),
+              ("ownership (live session): no party may send or replace an input as another party",
+               live_session_inputs_are_each_partys_own),
+              ("ownership: bank and agency cannot open a session (UNKNOWN_SESSION)", parties_cannot_open_sessions),
               ("ownership: an INPUT under another key id than its session's gets FORBIDDEN", other_key_id_refused),
               (f"quota: the user's sessions beyond {max_sessions} evict its own oldest", own_sessions_evicted_only),
               ("quota: an agency flooding variants loses only its own oldest ones", variant_quota_is_own),

@@ -93,6 +93,16 @@ class Target:
             return packet
         return packet.message if packet.seq == self.seq else f"reply carried seq {packet.seq}, not {self.seq}"
 
+    def alive(self, timeout: float = 10.0) -> bool:
+        """A fresh connection's PING is answered by a PONG within `timeout` (the implementation still serves)."""
+        from ..messages import Ping, Pong
+        sock = self.connect("user" if self.has_identity("user") else "runner")
+        try:
+            packet = self.raw(encode(Ping(), 1), sock=sock, timeout=timeout)
+            return isinstance(getattr(packet, "message", None), Pong)
+        finally:
+            sock.close(linger=0)
+
     def close(self) -> None:
         for sock in self.socks.values():
             sock.close(linger=0)

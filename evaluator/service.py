@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import time
@@ -17,7 +18,7 @@ from protocol.messages import (
 from protocol.node import Node
 
 from .runners import Job, ThreadRunner, WorkerPool
-from .store import Session, SessionStore, check_id
+from .store import Session, SessionStore, check_fingerprint, check_id
 
 log = logging.getLogger("fhe_credit_sim.evaluator")
 
@@ -61,7 +62,8 @@ class Evaluator(Node):
         message = packet.message
         if isinstance(message, KeyQuery):
             check_id("key id", message.key_id)
-            present = self.simulate or self.store.key_path(message.key_id) is not None
+            check_fingerprint(message.fingerprint)
+            present = self.simulate or self.store.key_fingerprint(message.key_id) == message.fingerprint
             return KeyStatus(message.key_id, present)
         if isinstance(message, EvalKey):
             return self.on_eval_key(sender, message)
@@ -79,13 +81,24 @@ class Evaluator(Node):
         if self.eval_key_bytes and size != self.eval_key_bytes:
             raise ProtocolError(f"evaluation key of the wrong shape: {size} bytes, this circuit's key has "
                                 f"{self.eval_key_bytes}", ErrorCode.BAD_CIPHERTEXT)
-        if self.store.key_path(message.key_id) is not None:
-            raise IllegalState(f"key id {message.key_id!r} already has an evaluation key (keys are never replaced)")
+        fingerprint = hashlib.sha256(message.evaluation_key).hexdigest()
+        held = self.store.key_fingerprint(message.key_id)
+        busy = {s.key_id for s in self.store.sessions.values() if s.running is not None}
+        if held == fingerprint:
+            raise IllegalState(f"key id {message.key_id!r} already has this evaluation key")
+        if held is not None and self.store.key_owner[message.key_id] != sender:
+            raise Forbidden(f"key id {message.key_id!r} belongs to another owner (a key is never replaced by "
+                            "another owner)")
+        if held is not None and message.key_id in busy:
+            raise IllegalState(f"a run is using key id {message.key_id!r}: its key cannot be replaced now")
         try:
             keys = CircuitServer.load_keys(message.evaluation_key)
         except ValueError as exc:
             raise ProtocolError(str(exc), ErrorCode.BAD_CIPHERTEXT) from None
-        busy = {s.key_id for s in self.store.sessions.values() if s.running is not None}
+        if held is not None:  # the owner made new keys for this key id: the old key and its sessions go
+            dropped = self.store.replace_key(message.key_id)
+            log.info("evaluator: key id %s has new keys; its old key and %d session(s) under it are dropped",
+                     message.key_id, len(dropped))
         self.store.put_key(message.key_id, message.evaluation_key, owner=sender, busy=busy)
         self.runner.prime(self.store.key_path(message.key_id), keys)
         return Ack({"key_id": message.key_id, "bytes": size})

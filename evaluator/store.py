@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.errors import ErrorCode, Forbidden, IllegalState, MalformedMessage, OverQuota, ProtocolError
-from protocol.messages import check_id
+from protocol.messages import check_fingerprint, check_id  # noqa: F401 (service)
 from protocol.states import SESSION_TABLE, Event, SessionState, StateMachine
 
 FILE_NAME = re.compile(r"[a-z][0-9]{1,12}\.(bin|evk)")
@@ -100,6 +100,7 @@ class SessionStore:
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self.keys: OrderedDict[str, Path] = OrderedDict()
         self.key_owner: dict[str, str] = {}
+        self.key_sha256: dict[str, str] = {}  # key id -> sha256 hex of its evaluation key (KEY_QUERY's fingerprint)
         self.bytes_by: dict[str, int] = {}
         self._counter = 0
         for directory in (self.root, self.root / "sessions", self.root / "keys"):
@@ -134,7 +135,8 @@ class SessionStore:
         write_private(session.directory / "meta.json", json.dumps(meta).encode())
 
     def _save_keys(self) -> None:
-        index = {k: {"file": p.name, "owner": self.key_owner[k]} for k, p in self.keys.items()}
+        index = {k: {"file": p.name, "owner": self.key_owner[k], "sha256": self.key_sha256[k]}
+                 for k, p in self.keys.items()}
         write_private(self.root / "keys" / "index.json", json.dumps(index).encode())
 
     # --- recovery ---------------------------------------------------------------------------
@@ -156,8 +158,9 @@ class SessionStore:
         for key_id, entry in index.items() if isinstance(index, dict) else ():
             try:
                 path = self._file(keys_dir, entry["file"])
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()  # the file's, whatever the index says
                 self.keys[check_id("key id", key_id)] = path
-                self.key_owner[key_id] = str(entry["owner"])
+                self.key_owner[key_id], self.key_sha256[key_id] = str(entry["owner"]), digest
                 self._account(self.key_owner[key_id], path.stat().st_size)
             except (ProtocolError, ValueError, KeyError, TypeError, OSError):
                 continue
@@ -205,6 +208,7 @@ class SessionStore:
         path = self.root / "keys" / self._next_name("k", ".evk")
         write_private(path, blob)
         self.keys[key_id], self.key_owner[key_id] = path, owner
+        self.key_sha256[key_id] = hashlib.sha256(blob).hexdigest()
         self._account(owner, len(blob))
         evicted = []
         while sum(1 for k in self.keys if self.key_owner[k] == owner) > self.max_keys:
@@ -217,9 +221,23 @@ class SessionStore:
         self._save_keys()
         return evicted
 
+    def replace_key(self, key_id: str) -> list[str]:
+        """Its owner made new keys for `key_id`: drop the old key and every session under it (their ciphertexts
+        were encrypted under the old keys); returns the sessions dropped."""
+        dropped = [sid for sid, s in self.sessions.items() if s.key_id == key_id]
+        for sid in dropped:
+            self._drop_session(sid)
+        self._drop_key(key_id)
+        self._save_keys()
+        return dropped
+
+    def key_fingerprint(self, key_id: str) -> str | None:
+        return self.key_sha256.get(key_id)
+
     def _drop_key(self, key_id: str) -> None:
         path = self.keys.pop(key_id)
         owner = self.key_owner.pop(key_id)
+        self.key_sha256.pop(key_id, None)
         self._account(owner, -path.stat().st_size)
         path.unlink(missing_ok=True)
 

@@ -54,6 +54,7 @@ class User(Node):
         # Concrete holds the interpreter lock while it generates keys: a child process does it (kept ready).
         self.keygen = None if self.simulate else KeyGenerator(self.deployment.directory)
         self.keys: OrderedDict[str, KeyOwner] = OrderedDict()  # key id -> the applicant's keys
+        self.fingerprints: dict[str, str] = {}  # key id -> sha256 of its evaluation key (KEY_QUERY)
         self.shared: dict[str, set[str]] = {peer: set() for peer in KEY_HOLDERS}
         self.apps: dict[str, Application] = {}
         self.evaluator = self.connect_peer("evaluator", settings.evaluator)
@@ -76,8 +77,10 @@ class User(Node):
             except KeygenError as exc:
                 raise ProtocolError(str(exc), ErrorCode.INTERNAL) from None
             self.keys[key_id] = KeyOwner.restore(self.cipher.spec, secret, evaluation_key)
+            self.fingerprints[key_id] = hashlib.sha256(evaluation_key).hexdigest()
             while len(self.keys) > self.settings.max_keys:
                 old, _ = self.keys.popitem(last=False)
+                self.fingerprints.pop(old, None)
                 for holders in self.shared.values():
                     holders.discard(old)
             steps["keygen_s"] = round(time.perf_counter() - t0, 3)
@@ -87,11 +90,14 @@ class User(Node):
 
     def ensure_evaluation_key(self, key_id: str) -> dict:
         timeout = self.settings.request_timeout
-        status = self.evaluator.request(KeyQuery(key_id), timeout).message
+        blob = self.keys[key_id].evaluation_key()
+        if key_id not in self.fingerprints:
+            self.fingerprints[key_id] = hashlib.sha256(blob).hexdigest()
+        # present only if the evaluator holds *these* keys: a key id whose keys were made again is uploaded again
+        status = self.evaluator.request(KeyQuery(key_id, self.fingerprints[key_id]), timeout).message
         if status.present:
             return {"eval_key_uploaded": False}
         t0 = time.perf_counter()
-        blob = self.keys[key_id].evaluation_key()
         self.evaluator.request(EvalKey(key_id, blob), timeout)
         return {"eval_key_uploaded": True, "eval_key_bytes": len(blob),
                 "eval_key_upload_s": round(time.perf_counter() - t0, 3)}

@@ -119,8 +119,11 @@ class Error(Message):
 
 @dataclass(frozen=True)
 class KeyQuery(Message):
+    """Is this key id's evaluation key at the evaluator, and is it this one (`fingerprint`: sha256 hex of the
+    serialized evaluation key)? A key id whose stored key has another fingerprint is not present."""
     TYPE = MessageType.KEY_QUERY
     key_id: str
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -346,6 +349,16 @@ def check_id(kind: str, value: str) -> str:
     """Ids (session, key, run, variant) are short and of a safe alphabet, matched whole (no trailing newline)."""
     if not isinstance(value, str) or not SAFE_ID.fullmatch(value):
         raise MalformedMessage(f"{kind} {str(value)[:80]!r} must match {SAFE_ID.pattern}")
+    return value
+
+
+FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+
+
+def check_fingerprint(value: str) -> str:
+    """A key fingerprint: the sha256 of a serialized evaluation key, 64 lower-case hex digits."""
+    if not isinstance(value, str) or not FINGERPRINT.fullmatch(value):
+        raise MalformedMessage(f"fingerprint {str(value)[:80]!r} must be a sha256 in 64 lower-case hex digits")
     return value
 
 

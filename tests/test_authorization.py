@@ -47,7 +47,7 @@ def sample(type_: MessageType, sender: str, session: str = "authz-1"):
         MessageType.READY: Ready(sender, 1), MessageType.COMMAND: Command("status"),
         MessageType.RESULT: Result("status"), MessageType.SHUTDOWN: Shutdown(), MessageType.PING: Ping(),
         MessageType.PONG: Pong(sender), MessageType.ACK: Ack({}), MessageType.ERROR: Error("MALFORMED", "x"),
-        MessageType.KEY_QUERY: KeyQuery("authz"), MessageType.KEY_STATUS: KeyStatus("authz", True),
+        MessageType.KEY_QUERY: KeyQuery("authz", "0" * 64), MessageType.KEY_STATUS: KeyStatus("authz", True),
         MessageType.EVAL_KEY: EvalKey("authz", b"not a key"), MessageType.CLIENT_KEY: ClientKey("authz", [0], (b"x",)),
         MessageType.INPUT: Input(session, "authz", party, "base", b"not a ciphertext"),
         MessageType.RUN: Run(session, "r1", {}), MessageType.GET_OUTPUT: GetOutput(session, "r1", 0),

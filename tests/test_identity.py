@@ -132,3 +132,31 @@ def test_routing_identities_cannot_be_guessed():
     ids = {routing_identity("user") for _ in range(1000)}
     assert len(ids) == 1000 and all(i.startswith(f"user:{os.getpid()}:") and len(i.rsplit(":", 1)[1]) == 32
                                     for i in ids)
+
+
+@pytest.mark.fhe
+def test_a_key_id_whose_keys_were_made_again_is_never_stale_at_the_evaluator(tmp_path, alice, clear_model):
+    """23.3: with --max-keys 2 the user forgets alice's keys when two other applicants make theirs; alice's next
+    application makes new keys, and the evaluator, which still holds her old evaluation key, must not answer
+    KEY_QUERY 'present' for it (the runs would then fail BAD_CIPHERTEXT for good): the key is bound to its
+    fingerprint, so the new one is uploaded and replaces it."""
+    procs = ProcessSet(tmp_path, "ipc", "execute", None, extra_args={"user": ["--max-keys", "2"]})
+    try:
+        procs.start(90)
+        expected = decision_message(clear_model.approved(alice))
+
+        def apply(sid):
+            prep = procs.command("user", "prepare", {"session_id": sid, "key_id": "alice", "features": alice["user"]}, 120)
+            for party in ("bank", "agency"):
+                procs.command(party, "encrypt", {"session_id": sid, "key_id": "alice", "features": alice[party]}, 60)
+            return prep, procs.command("user", "predict", {"session_id": sid}, 120)["decision"]
+        first, decision = apply("alice-1")
+        assert first["eval_key_uploaded"] is True and decision == expected
+        for other in ("bob", "carol"):  # two other applicants: the user keeps 2 key ids, alice's go
+            procs.command("user", "keygen", {"key_id": other}, 120)
+        assert "alice" not in procs.command("user", "status", {}, 10)["keys"]
+        again, decision = apply("alice-2")
+        assert "keygen_s" in again and again["eval_key_uploaded"] is True, again  # new keys, uploaded
+        assert decision == expected
+    finally:
+        procs.stop()

@@ -17,7 +17,7 @@ from protocol.messages import (
 EXAMPLES = [
     Ready("user", 42, {"user": "ipc:///tmp/x"}), Command("prepare", {"session_id": "a-1"}),
     Result("stats", {"messages": []}), Shutdown(), Ping(), Pong("bank"), Ack({"n": 1}),
-    Error("FORBIDDEN", "bank may not send RUN"), KeyQuery("alice"), KeyStatus("alice", True),
+    Error("FORBIDDEN", "bank may not send RUN"), KeyQuery("alice", "ab" * 32), KeyStatus("alice", True),
     EvalKey("alice", b"\x00" * 1000), ClientKey("alice", [0], (b"k1",)),
     Input("alice-1", "alice", "bank", "base", b"\x01\x02\x03"), Run("alice-1", "r1", {"agency": "v"}),
     GetOutput("alice-1", "r1", 500), Output("alice-1", "r1", 1.25, {"user": "ab" * 32}, b"\xff" * 10),
@@ -79,7 +79,8 @@ def _frames(type_name=b"ACK", header=None, blobs=(), version=PROTOCOL_VERSION):
     (_frames(header={"seq": True}), MalformedMessage, "seq"),
     (_frames(b"KEY_QUERY", {"seq": 1}), MalformedMessage, "key_id"),
     (_frames(b"KEY_QUERY", {"seq": 1, "key_id": 5}), MalformedMessage, "str"),
-    (_frames(b"KEY_QUERY", {"seq": 1, "key_id": "a", "extra": 1}), MalformedMessage, "unknown header"),
+    (_frames(b"KEY_QUERY", {"seq": 1, "key_id": "a", "fingerprint": "0" * 64, "extra": 1}), MalformedMessage,
+     "unknown header"),
     (_frames(b"EVAL_KEY", {"seq": 1, "key_id": "a"}), MalformedMessage, "blob count"),
     (_frames(b"ACK", {"seq": 1}, [b"stray"]), MessageTooLarge, "frames"),
     (_frames(b"CLIENT_KEY", {"seq": 1, "key_id": "a", "key_ids": [0], "secret_keys_count": 1}, [b"x", b"y"]),

@@ -31,7 +31,7 @@ def test_evaluator_answers_every_bad_message_with_an_error_and_keeps_serving(sta
         (encode(Input("s-1", "k", "user", "base", b"x"), 6), "FORBIDDEN"),  # bank posing as the user
         (encode(Input("../../etc", "k", "bank", "base", b"x"), 7), "MALFORMED"),
         (encode(ClientKey("k", [0], (b"secret",)), 8), "FORBIDDEN"),  # the evaluator refuses client keys
-        (encode(KeyQuery("k"), 9), "FORBIDDEN"),  # only the user may ask about keys
+        (encode(KeyQuery("k", "0" * 64), 9), "FORBIDDEN"),  # only the user may ask about keys
     ]
     for frames, code in cases:
         assert error_code(ask(bank, frames)) == code, frames[:2]

@@ -136,7 +136,7 @@ DECODE_REFUSALS_ECHO_SEQ = True
 OTHER_TYPES = {m.TYPE.value: m for m in (
     Ack({}), Error("MALFORMED", "x"), KeyStatus("k", True), Pong("user"), Ready("user", 1, {}), Result("status", {}),
     Command("status", {}), Shutdown(), Work("s", "r", "k", [], "o"), WorkDone("s", "r", 0.0, True),
-    ClientKey("k", [0], (b"x",)), Candidate("s", "k", 0, "v"), KeyQuery("k"), EvalKey("k", b"x"),
+    ClientKey("k", [0], (b"x",)), Candidate("s", "k", 0, "v"), KeyQuery("k", "0" * 64), EvalKey("k", b"x"),
     Input("s", "k", "user", "base", b"x"), Run("s", "r", {}), GetOutput("s", "r", 0), Output("s", "r", 0.0, {}, b"x"))}
 # Frames that do not decode (SEQ stands for the request's seq): the code SPEC §7 gives, and whether the header's seq
 # can be read.
@@ -521,7 +521,7 @@ class EvaluatorMachine(LiveRole):
         """KEY_QUERY: present (simulation has no key protocol); §9: an EVAL_KEY of any other size than the
         circuit's is BAD_CIPHERTEXT."""
         if what == "KEY_QUERY":
-            message = KeyQuery(self.keys[0])
+            message = KeyQuery(self.keys[0], "0" * 64)
         else:
             message = EvalKey(self.env.fresh("key"), b"" if what == "EVAL_KEY empty" else b"\0" * 1000)
         if not authorized("evaluator", message.TYPE.value, who):

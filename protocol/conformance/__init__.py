@@ -53,6 +53,14 @@ class Materials:
         return None if self.fhe == "simulate" else self.client.get_serialized_evaluation_keys()
 
     @cached_property
+    def second_evaluation_key(self) -> bytes:
+        """The evaluation key of another key set of the same circuit (the user made new keys)."""
+        from credit_model.training.fhe_model import ml_client
+        client = ml_client(self.deployment)
+        client.generate_private_and_evaluation_keys()
+        return client.get_serialized_evaluation_keys()
+
+    @cached_property
     def output_secret_key(self) -> tuple[int, bytes]:
         """(key id, blob) of the secret key the circuit's output is encrypted under (the user keeps it)."""
         from credit_model.training.fhe_model import ml_client

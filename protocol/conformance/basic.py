@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -36,7 +37,7 @@ def common_checks(t: Target) -> list[Check]:
 def evaluator_checks(t: Target, fhe: str, materials) -> list[Check]:
     checks = [
         ("KEY_QUERY for an unknown key answers present=false",
-         lambda: _is(t.ask(KeyQuery("conformance-nokey")), "KEY_STATUS", present=fhe == "simulate")),
+         lambda: _is(t.ask(KeyQuery("conformance-nokey", "0" * 64)), "KEY_STATUS", present=fhe == "simulate")),
         ("an EVAL_KEY that does not deserialize gets BAD_CIPHERTEXT",
          lambda: _is_error(t.ask(EvalKey("conf-bad", b"not a key")), "BAD_CIPHERTEXT")),
         ("GET_OUTPUT for an unknown session gets UNKNOWN_SESSION",
@@ -53,6 +54,11 @@ def evaluator_checks(t: Target, fhe: str, materials) -> list[Check]:
          lambda: _is_error(t.ask(ClientKey("conf", [0], (b"k",))), "FORBIDDEN")),
     ]
     return checks + [("legal sequence: " + name, check) for name, check in legal_evaluator_sequence(t, fhe, materials)]
+
+
+def fingerprint_of(evaluation_key: bytes | None) -> str:
+    """KEY_QUERY's fingerprint: the sha256 of the serialized evaluation key (any valid one under simulation)."""
+    return hashlib.sha256(evaluation_key or b"").hexdigest()
 
 
 def legal_evaluator_sequence(t: Target, fhe: str, materials):
@@ -94,7 +100,8 @@ def legal_evaluator_sequence(t: Target, fhe: str, materials):
         return abs(p - state["clear"]) < 1e-6, f"decrypted P(approved) {p}, the clear model says {state['clear']}"
 
     steps = [("keygen and EVAL_KEY upload acknowledged", setup),
-             ("KEY_QUERY now answers present=true", lambda: _is(t.ask(KeyQuery(key)), "KEY_STATUS", present=True)),
+             ("KEY_QUERY with the uploaded key's fingerprint now answers present=true",
+              lambda: _is(t.ask(KeyQuery(key, fingerprint_of(materials.evaluation_key))), "KEY_STATUS", present=True)),
              ("two inputs, then RUN gets MISSING_INPUTS naming the agency", inputs_then_missing),
              ("GET_OUTPUT before any RUN gets OUTPUT_NOT_READY", output_not_ready),
              ("third input, RUN, GET_OUTPUT: the output decrypts to the clear model's answer", run_and_output)]

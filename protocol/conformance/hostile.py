@@ -28,7 +28,7 @@ def sample(type_: MessageType, sender: str, session: str) -> object:
         MessageType.READY: Ready(sender, 1), MessageType.COMMAND: Command("status"),
         MessageType.RESULT: Result("status"), MessageType.SHUTDOWN: Shutdown(), MessageType.PING: Ping(),
         MessageType.PONG: Pong(sender), MessageType.ACK: Ack({}), MessageType.ERROR: Error("MALFORMED", "x"),
-        MessageType.KEY_QUERY: KeyQuery("conf-authz"), MessageType.KEY_STATUS: KeyStatus("conf-authz", True),
+        MessageType.KEY_QUERY: KeyQuery("conf-authz", "0" * 64), MessageType.KEY_STATUS: KeyStatus("conf-authz", True),
         MessageType.EVAL_KEY: EvalKey("conf-authz", b"not a key"),
         MessageType.CLIENT_KEY: ClientKey("conf-authz", [0], (b"x",)),
         MessageType.INPUT: Input(session, "conf-authz", party, "base", b"not a ciphertext"),
@@ -274,9 +274,25 @@ def evaluator_hostile_checks(t: Target, materials, max_sessions: int) -> list[Ch
             again = code_of(t.ask(EvalKey(f"{key}-once", materials.evaluation_key), "user", timeout=60))
             return (first, again) == ("ACK", "ILLEGAL_STATE"), f"upload then re-upload got {first}, {again}"
 
+        def key_bound_to_fingerprint():
+            key_id, first, second = f"{key}-fp", materials.evaluation_key, materials.second_evaluation_key
+            fp1, fp2 = (hashlib.sha256(k).hexdigest() for k in (first, second))
+
+            def present(fp):
+                reply = t.ask(KeyQuery(key_id, fp), "user")
+                return getattr(reply, "present", show(reply))
+            got = [code_of(t.ask(EvalKey(key_id, first), "user", timeout=60)), present(fp1), present(fp2),
+                   code_of(t.ask(EvalKey(key_id, second), "bank", timeout=60)),
+                   code_of(t.ask(EvalKey(key_id, second), "user", timeout=60)), present(fp2), present(fp1)]
+            return got == ["ACK", True, False, "FORBIDDEN", "ACK", True, False], \
+                "upload, KEY_QUERY with its fingerprint and another, the bank's upload of another key, the user's, " \
+                f"then both KEY_QUERYs again got {got} (expected ACK, True, False, FORBIDDEN, ACK, True, False)"
+
         checks += [("keys: an evaluation key of any other size than the circuit's gets BAD_CIPHERTEXT",
                     key_size_exact),
-                   ("keys: an evaluation key is never replaced (ILLEGAL_STATE)", key_never_replaced)]
+                   ("keys: the same evaluation key is never uploaded twice (ILLEGAL_STATE)", key_never_replaced),
+                   ("keys: a key id is bound to its key's fingerprint; only its owner's new keys replace it",
+                    key_bound_to_fingerprint)]
     checks.append(("runs: a run id is never reused, and an OUTPUT names the sha256 of the inputs it used",
                    run_ids_unique_and_outputs_bound))
     return checks

@@ -256,11 +256,20 @@ class PeerClient:
         self.name, self.endpoint, self.traffic, self.liveness = name, endpoint, traffic, liveness
         self.on_receive = on_receive  # sees every reply's frames as received (the capture of custody audits)
         self.should_stop = should_stop  # a signal arrived: give up waiting at once
-        self.socket = make_socket(ctx, zmq.DEALER, identity, max_frame=max_reply, liveness=liveness)
-        if setup is not None:
-            setup(self.socket)
-        self.watch = ConnectionWatch(self.socket, liveness)  # the peer's connection closing ends a wait
-        self.socket.connect(endpoint)
+        self._ctx, self._identity, self._setup, self._max_reply = ctx, identity, setup, max_reply
+        self.broken = False  # the connection was lost: the next request gets a new socket (see _connect)
+        self._connect()
+
+    def _connect(self) -> None:
+        """A fresh socket to the peer. libzmq never reconnects a connection it ended for a protocol error (a frame
+        over MAXMSGSIZE from the peer, say): after a lost connection the link is rebuilt, never ended for good."""
+        identity = self._identity if not self.broken else routing_identity(self._identity.split(":", 1)[0])
+        self.socket = make_socket(self._ctx, zmq.DEALER, identity, max_frame=self._max_reply, liveness=self.liveness)
+        if self._setup is not None:
+            self._setup(self.socket)
+        self.watch = ConnectionWatch(self.socket, self.liveness)  # the peer's connection closing ends a wait
+        self.socket.connect(self.endpoint)
+        self.broken = False
 
     faults = None  # a FaultPlan (fault injection for tests and scenarios), shared by the role's peers
 
@@ -270,6 +279,9 @@ class PeerClient:
         seq = next(self._seq)
         frames = encode(message, seq)
         copies = self.faults.apply(message.TYPE.value, frames) if self.faults else [frames]
+        if self.broken:
+            self.close()
+            self._connect()
         self.watch.arm()
         deadline = time.monotonic() + timeout
         for out in copies:
@@ -282,6 +294,7 @@ class PeerClient:
                                       f"{timeout:.0f} s (no connection)")
                 why = self.watch.lost()
                 if why:
+                    self.broken = True
                     raise PeerLost(f"the {self.name} could not take {message.TYPE.value}: {why}")
                 self.socket.poll(100, zmq.POLLOUT)
         return seq
@@ -298,6 +311,7 @@ class PeerClient:
                 raise ProtocolError(f"shutting down while waiting for {self.name} to answer {what}")
             why = self.watch.lost()
             if why:
+                self.broken = True
                 raise PeerLost(f"the {self.name} was lost while it was to answer {what}: {why}")
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.socket.poll(int(min(remaining, 0.2) * 1000) + 1, zmq.POLLIN):

@@ -250,6 +250,10 @@ class ProcessSet:
         self._seq += 1
         seq = self._seq
         frames = encode(Command(action, params), seq)
+        size = sum(len(f) for f in frames)
+        if size > Command.MAX_BYTES:  # the role would drop the link for good: refused here, nothing is sent
+            raise ProtocolError(f"the {action} command for the {role} is {size:,} bytes, over the {Command.MAX_BYTES:,} "
+                                "a role accepts (SPEC §4): not sent", ErrorCode.TOO_LARGE)
         self.traffic.add(role, frames)
         self._check_alive(f"about to run {action}")
         if not send_nowait(self.control, [proc.identity] + frames):

@@ -136,10 +136,13 @@ def validate(scenario_files, deployment):
 
 @cli.command()
 @click.option("--quick", is_flag=True, help="A reduced set (fewer repeats, no depth sweep): a few minutes.")
-@click.option("--hostile", is_flag=True, help="Only the hostile-peer figures (slow reader, floods, hostile files).")
+@click.option("--hostile", is_flag=True, help="Only the hostile-peer figures (slow reader, floods, many frames, "
+                                               "flood-then-disconnect per role, killed runners, hostile files).")
+@click.option("--repeats", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="With --hostile: floods per role (and half as many runner kills per signal and mode).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
 @deployment_option("Deployment to measure (default kaggle); its shipped scenarios give the applicants.")
-def bench(quick, hostile, json_path, deployment):
+def bench(quick, hostile, repeats, json_path, deployment):
     """Measure the committed model end to end with real FHE and print the figures."""
     import json
     import platform
@@ -153,7 +156,7 @@ def bench(quick, hostile, json_path, deployment):
     if hostile:
         from bench.hostile import run_hostile_bench
 
-        figures = run_hostile_bench(dep, approved, click.echo)
+        figures = run_hostile_bench(dep, approved, click.echo, repeats)
         if json_path:
             json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
         return

@@ -141,6 +141,56 @@ HOSTILE_FILES: dict[str, Callable[[], bytes]] = {
 }
 
 
+def many_frames(procs: ProcessSet, frames: int, frame_bytes: int, as_role: str = "bank") -> dict:
+    """One multipart message of `frames` frames of `frame_bytes` from an authenticated peer: libzmq delivers no frame
+    of a message before its last, so it holds all of them; then the evaluator refuses the message (TOO_LARGE).
+    Measured: the evaluator's memory before, at its peak and 3 s after; another peer's PING latency meanwhile."""
+    pid = procs.procs["evaluator"].popen.pid
+    ctx = zmq.Context()
+    hostile, other = peer(ctx, procs, as_role), peer(ctx, procs, "user")
+    try:
+        before = rss_mb(pid)
+        header = encode(Ping(), 5)
+        message = header + [b"x" * frame_bytes] * frames
+        done = threading.Event()
+        peak = [before]
+
+        def watch():
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_mb(pid))
+                time.sleep(0.02)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        t0 = time.perf_counter()
+        hostile.send_multipart(message, copy=False)
+        del message
+        pings, answered = [], 0
+        reply = None
+        deadline = time.monotonic() + 120
+        while reply is None and time.monotonic() < deadline:
+            t1 = time.perf_counter()
+            other.send_multipart(encode(Ping(), 6))
+            if other.poll(10_000):
+                other.recv_multipart()
+                answered += 1
+            pings.append(time.perf_counter() - t1)
+            if hostile.poll(50):
+                reply = decode(hostile.recv_multipart()).message
+        refused_after = time.perf_counter() - t0
+        time.sleep(3.0)
+        done.set()
+        watcher.join()
+        return {"frames": frames, "frame_bytes": frame_bytes, "rss_before_mb": round(before, 1),
+                "rss_peak_mb": round(peak[0], 1), "rss_growth_mb": round(peak[0] - before, 1),
+                "rss_3s_after_mb": round(rss_mb(pid), 1), "refused_with": getattr(reply, "code", None),
+                "refused_after_s": round(refused_after, 2), "other_ping_max_ms": round(1000 * max(pings), 1),
+                "other_pings_answered": f"{answered}/{len(pings)}"}
+    finally:
+        hostile.close(linger=0)
+        other.close(linger=0)
+        ctx.term()
+
+
 def hostile_files() -> dict:
     """`validate` on each hostile file: seconds, peak Python memory, and the one line it answers."""
     from scenarios.spec import ScenarioError, load_scenario
@@ -171,7 +221,8 @@ def hostile_files() -> dict:
     return results
 
 
-def run_hostile_bench(deployment: Deployment, record: dict, log: Callable[[str], None] = print) -> dict:
+def run_hostile_bench(deployment: Deployment, record: dict, log: Callable[[str], None] = print,
+                      repeats: int = 20) -> dict:
     from credit_model.training.fhe_model import SimulatedPartyClient, ml_client
 
     sim = SimulatedPartyClient(ml_client(deployment))
@@ -186,8 +237,18 @@ def run_hostile_bench(deployment: Deployment, record: dict, log: Callable[[str],
             log(f"slow reader: {figures['slow_reader']}")
             figures["unauthenticated_floods"] = unauthenticated_floods(procs, blobs)
             log(f"unauthenticated floods: {figures['unauthenticated_floods']}")
+            for frames, size in ((2_000_000, 1), (320, 1 << 20)):
+                figures[f"many_frames_{frames}x{size}B"] = many_frames(procs, frames, size)
+                log(f"one message of {frames:,} frames of {size:,} B: {figures[f'many_frames_{frames}x{size}B']}")
         finally:
             procs.stop()
+    from bench.floods import every_role
+    from bench.kills import kill_runs
+
+    figures["flood_then_disconnect"] = every_role(repeats, log=log)
+    figures["killed_runner"] = kill_runs(max(1, repeats // 2), log)
+    log(f"flood then disconnect: {figures['flood_then_disconnect']}")
+    log(f"killed runner: {figures['killed_runner']}")
     figures["hostile_files"] = hostile_files()
     worst = max(figures["hostile_files"].items(), key=lambda item: item[1]["seconds"])
     figures["validate_worst_s"] = worst[1]["seconds"]

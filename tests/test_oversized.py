@@ -51,3 +51,15 @@ def test_a_peer_link_ended_by_an_oversized_reply_is_rebuilt_for_the_next_request
         server.close(linger=0)
         ctx.term()
     assert len(seen) == 2 and seen[0] != seen[1]  # the second request came on a new connection
+
+
+def test_a_message_of_many_tiny_frames_is_refused_and_its_memory_given_back(start_roles):
+    """23.8: libzmq holds a multipart message until its last frame (no bound can stop that, SPEC §2); once it is
+    refused, the memory it took goes back to the system instead of staying with the evaluator for good."""
+    from bench.hostile import many_frames
+    procs = start_roles(("evaluator",), transport="tcp")
+    figures = many_frames(procs, 400_000, 1)
+    assert figures["refused_with"] == "TOO_LARGE", figures
+    assert figures["rss_growth_mb"] > 30, figures  # it really held the frames
+    assert figures["rss_3s_after_mb"] < figures["rss_before_mb"] + 15, figures
+    assert figures["other_pings_answered"].split("/")[0] == figures["other_pings_answered"].split("/")[1], figures

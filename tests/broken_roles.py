@@ -24,6 +24,7 @@ FLAWS: dict[str, str] = {
                                  "session that does not exist is still refused with FORBIDDEN)",
     "parties_replace_inputs": "an INPUT's party is checked against its sender only when the session does not "
                               "exist yet: into a live session, a bank can send the agency's input",
+    "router_handover": "its ROUTER lets a new connection take over a routing identity in use (ROUTER_HANDOVER)",
     "dies_when_flooded": "the process dies (exit 134, as libzmq's abort) once it has received 5,000 messages",
 }
 
@@ -162,6 +163,16 @@ def break_it(flaw: str) -> None:
                                 "for itself")
             return original_input(self, sender, message)
         Evaluator.on_input = on_input
+    elif flaw == "router_handover":
+        import protocol.node
+        original_make = protocol.node.make_socket
+
+        def make_socket(ctx, kind, *args, **kwargs):
+            sock = original_make(ctx, kind, *args, **kwargs)
+            if kind == zmq.ROUTER:
+                sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            return sock
+        protocol.node.make_socket = make_socket
     elif flaw == "dies_when_flooded":
         import os
 

@@ -94,6 +94,7 @@ BROKEN = {
     "accepts_output_key": ("bank", "custody: a CLIENT_KEY carrying the output's secret key"),
     "contributors_run_sessions": ("evaluator", "ownership (live session): only its user may run it"),
     "parties_replace_inputs": ("evaluator", "ownership (live session): no party may send or replace an input"),
+    "router_handover": ("bank", "identity: a second connection claiming a live one's routing identity"),
     "dies_when_flooded": ("agency", "alive: it still answers a PING after every check"),
 }
 

@@ -45,10 +45,10 @@ class Target:
                                              self.keys_dir).peer_key(self.role)
 
     def connect(self, as_role: str, curve_keys: tuple[bytes, bytes] | None = None, plain: bool = False,
-                options: dict | None = None) -> zmq.Socket:
+                options: dict | None = None, identity: str | None = None) -> zmq.Socket:
         """A new socket speaking as `as_role` (its CURVE key), or with the given key pair, or without CURVE."""
         self._fresh += 1
-        sock = make_socket(self.ctx, zmq.DEALER, f"{as_role}:{os.getpid()}-{self._fresh}")
+        sock = make_socket(self.ctx, zmq.DEALER, identity or f"{as_role}:{os.getpid()}-{self._fresh}")
         for option, value in (options or {}).items():
             sock.setsockopt(option, value)
         if self.secure and not plain:

@@ -295,7 +295,8 @@ def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, l
         click.secho(f"!! {INSECURE}", fg="red", bold=True)
     limits = Limits(tabs, applications_per_tab)
     if save_dir is None:
-        save_dir = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "fhe-credit-sim" / "saved"
+        data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+        save_dir = data / "fhe-credit-sim" / "saved"
     save_dir = save_dir.resolve() / f"ui-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     driver = RoleDriver(fhe, str(dep.directory), transport, not insecure, attach, keys_dir, liveness,
                         role_args=limits.role_args())

@@ -289,7 +289,7 @@ def test_keys_made_before_the_roles_restarted_are_gone(bruno, page):
     apply(tab, bruno)
     roles.generation, roles.notice = 1, "The roles were restarted at 12:00:00 (new processes) after the user was lost."
     tab.explain("linear")
-    assert status(tab, "explain").startswith(f"{tab.clicks} · ❌ {KEYS_FIRST}\n⚠ The roles were restarted at 12:00:00")
+    assert status(tab, "explain").startswith(f"{tab.clicks} · ❌ {KEYS_FIRST}\n⚠ The roles were restarted at 12:00")
     assert tab.key_id is None and tab.app is None and "decision" not in tab.texts
     tab.generate_keys()
     assert KEYS_DONE in status(tab, "keygen") and tab.generation == 1 and tab.notice is None

@@ -4,7 +4,7 @@ reads what a person sees: the text on the page (selenium's .text), the pixels of
 
 Real FHE: (a) a denied applicant clicked through every step, decision and explanation checked, the session saved as
 a private scenario and replayed with `run_scenario.py run`, a screenshot left in tests/artifacts/ (the README's with
-UPDATE_SCREENSHOT=1); (b) two tabs at once, one approved and one denied, the second told it waits for the first,
+UPDATE_SCREENSHOT=1); (b) two tabs at once, one denied and one approved, the second told it waits for the first,
 their previews different. --fhe simulate: (c) every out-of-order error in the demo's words, statuses that describe
 the current application only, the layout; (d) bad values named next to their panel with nothing else disturbed,
 a hostile 2 MB value through the page's API, no traceback; (e) a role killed under the page; (f) tabs that cannot
@@ -222,8 +222,8 @@ def error_overlays(d) -> list[str]:
 def spinning(d) -> set[str]:
     """The ids of the boxes that show the loading animation now."""
     return set(d.execute_script(
-        "return [...document.querySelectorAll('.pending, .generating')].filter(e => e.getBoundingClientRect().width)"
-        ".map(e => (e.closest('[id]') || {}).id || '?');"))
+        "return [...document.querySelectorAll('.wrap.default:not(.hide), .progress-text, .pending, .eta-bar')]"
+        ".filter(e => e.getBoundingClientRect().width).map(e => (e.closest('[id]') || {}).id || '?');"))
 
 
 def alive(pid: int) -> bool:
@@ -333,9 +333,9 @@ def test_denied_applicant_clicked_through_saved_and_replayed(page, browser, tmp_
 # --- (b) two tabs at once, real FHE -----------------------------------------------------------------------------
 @pytest.mark.fhe
 def test_two_tabs_at_once_each_get_their_own_decision(page, shipped, browser, tmp_path):
-    """Tab A (approved) and tab B (denied) with real FHE; B's keygen waits for A's and says so; their previews
-    differ (the old ones were Concrete's header, the same for every key, applicant and tab)."""
-    records = {"A": shipped["approved"].applicants[0].data, "B": shipped["denied_bin_found"].applicants[0].data}
+    """Tab A (denied) and tab B (approved) with real FHE; B's keygen waits for A's explanation and says so; their
+    previews differ (the old ones were Concrete's header, the same for every key, applicant and tab)."""
+    records = {"A": shipped["denied_bin_found"].applicants[0].data, "B": shipped["approved"].applicants[0].data}
     url, proc = page()
     d = browser
     windows = {}
@@ -347,25 +347,29 @@ def test_two_tabs_at_once_each_get_their_own_decision(page, shipped, browser, tm
         for party in ("user", "bank", "agency"):
             fill(d, party, records[name][party])
     pids = pids_on(d)
-    d.switch_to.window(windows["A"])
-    click(d, "#keygen-button")
-    until(lambda: spinning(d), 10, "A's keygen started")
-    d.switch_to.window(windows["B"])
-    click(d, "#keygen-button")  # 22.8: queued behind A's keygen, and told so
-    waiting = until(lambda: shown(d, "keygen-status").startswith("⏳") and shown(d, "keygen-status"), 10,
-                    "B's waiting hint")
-    assert waiting.startswith("⏳ waiting for the roles (1 ahead"), waiting
-    until(lambda: KEYS_DONE in shown(d, "keygen-status"), 240, "B's keys")
     seen = {}
-    for name, decision in (("A", APPROVED), ("B", DENIED)):
+    for name, decision in (("A", DENIED), ("B", APPROVED)):
         d.switch_to.window(windows[name])
-        until(lambda: KEYS_DONE in shown(d, "keygen-status"), 240, f"{name}'s keys")
+        if name == "A":
+            assert KEYS_DONE in press(d, "keygen-button", "keygen-status")
+        else:  # 22.8: queued behind A's explanation (three encrypted runs), and told so
+            click(d, "#keygen-button")
+            waiting = until(lambda: shown(d, "keygen-status").startswith("⏳") and shown(d, "keygen-status"), 10,
+                            "B's waiting hint")
+            assert waiting.startswith("⏳ waiting for the roles (1 ahead"), waiting
+            until(lambda: KEYS_DONE in shown(d, "keygen-status"), 240, "B's keys")
         assert apply(d) == decision, name
         assert emoji_pixels(d, "decision") > 30
         seen[name] = {box: preview(d, box)[0] for box in ("evaluation-key", "user-ciphertext", "bank-ciphertext",
                                                           "agency-ciphertext", "output-ciphertext")}
+        if name == "A":
+            click(d, "#explain-button")
+            until(lambda: spinning(d) == {"explain-status"}, 10, "A's explanation running")
     for box in seen["A"]:  # 22.5: enough bytes of each blob's own data to see two differ
         assert seen["A"][box] != seen["B"][box], (box, seen)
+    d.switch_to.window(windows["A"])
+    until(lambda: EXPLAINED in shown(d, "explain-status"), 240, "A's explanation")
+    assert "5-8" in shown(d, "explanation")
     assert_roles_ended(proc, pids, tmp_path / "ui0.log")
 
 
@@ -423,11 +427,12 @@ def test_out_of_order_clicks_get_the_demos_errors(page, browser, tmp_path):
     assert "Inputs missing from: applicant, bank, credit agency." in text, text
 
     # 22.8: the layout and the labels
-    for panel in ("user-panel", "bank-panel", "agency-panel"):
-        gap = d.execute_script("""const p = document.getElementById(arguments[0]);
-            const last = Math.max(...[...p.querySelectorAll('*')].map(e => e.getBoundingClientRect().bottom));
-            return p.getBoundingClientRect().bottom - last;""", panel)
-        assert gap < 60, (panel, gap)  # was about 600 px of white below the bank's result
+    gaps = d.execute_script("""return [...document.querySelectorAll('.column.panel')]
+        .filter(p => p.parentElement.classList.contains('row')
+                && [...p.querySelectorAll('button')].some(b => b.textContent.includes('Encrypt and send')))
+        .map(p => { const last = Math.max(...[...p.querySelectorAll('*')].map(e => e.getBoundingClientRect().bottom));
+                    return p.parentElement.getBoundingClientRect().bottom - last; });""")
+    assert len(gaps) >= 2 and max(gaps) < 60, gaps  # white below a panel's last box in its row: was 800 px
     labels = element(d, "#user-panel").text
     assert "Total income (0 to 100,000,000)" in labels and "e+" not in labels, labels
     assert element(d, "#agency-Years_employed").text.startswith("Years employed\n")

@@ -131,10 +131,10 @@ class RoleDriver:
                     self.down = None
                     if not first:
                         self.generation += 1
+                        pids = ", ".join(f"{r} pid {p}" for r, p in self.pids.items())
                         self.notice = (f"The roles were restarted at {time.strftime('%H:%M:%S')} (new processes: "
-                                       f"{', '.join(f'{r} pid {p}' for r, p in self.pids.items())}) after {self.failure}. "
-                                       f"Every tab's keys and applications went with the old ones: generate the keys "
-                                       f"again.")
+                                       f"{pids}) after {self.failure}. Every tab's keys and applications went with "
+                                       f"the old ones: generate the keys again.")
                         self.events.append(f"!! {self.notice}")
                     self._drive(procs)
                     self.exit_codes = procs.stop()

@@ -130,6 +130,14 @@ class WebSession:
             for name in [*PARTY_TEXTS, *RESULT_TEXTS, "evaluation_key", "keygen_status"]:
                 self.texts.pop(name, None)
 
+    def _down(self, name: str) -> bool:
+        """The roles cannot be reached (started elsewhere and lost, or not started again): the click says why."""
+        self._sync()
+        down = getattr(self.driver, "down", None)
+        if down:
+            self._status(name, f"❌ {down}\n{NOTHING_SENT}")
+        return bool(down)
+
     def _keys_first(self, name: str) -> None:
         self._status(name, f"❌ {KEYS_FIRST}" + (f"\n⚠ {self.notice}" if self.notice else ""))
 
@@ -148,7 +156,8 @@ class WebSession:
     def generate_keys(self) -> None:
         """The user's `keygen` command: fresh keys for a new key id, the evaluation key uploaded, the inputs'
         secret keys shared with bank and agency; the applicant's input is sent by its own "Encrypt and send"."""
-        self._sync()
+        if self._down("keygen"):
+            return
         generation = self.driver.generation
         try:
             ticket = self.page.capacity.reserve(self.tab, "key", generation)
@@ -170,14 +179,16 @@ class WebSession:
                                           f"applications; no key was made or sent")
         self.texts["evaluation_key"] = preview_text(res.get("eval_key_preview", ""), res.get("eval_key_preview_at"),
                                                     res.get("eval_key_bytes", 0))
-        self._status("keygen", f"{KEYS_DONE}\n{outcome.where()}\nkey id {key_id}: keygen {res.get('keygen_s', 0):.2f} s; "
-                               f"evaluation key {res.get('eval_key_bytes', 0):,} B uploaded to the evaluator in "
-                               f"{res.get('eval_key_upload_s', 0):.2f} s; the inputs' secret keys shared with "
+        self._status("keygen", f"{KEYS_DONE}\n{outcome.where()}\nkey id {key_id}: keygen "
+                               f"{res.get('keygen_s', 0):.2f} s; evaluation key {res.get('eval_key_bytes', 0):,} B "
+                               f"uploaded to the evaluator in {res.get('eval_key_upload_s', 0):.2f} s; the inputs' "
+                               f"secret keys shared with "
                                f"{', '.join(res.get('client_key_shared_with', [])) or 'nobody'}")
 
     def encrypt(self, party: str, values) -> None:
         """A party's "Encrypt and send": its panel's values (schema order, or a record) checked, then sent."""
-        self._sync()
+        if self._down(party):
+            return
         try:
             record = check_record(self.page.schema, party, values)
         except FormError as exc:
@@ -216,10 +227,12 @@ class WebSession:
                                                          res.get("bytes", 0))
         what = "sent in the clear" if self.page.simulate else "ciphertext"
         self._status(party, f"{SIM_SENT if self.page.simulate else SENT}\n{outcome.where()}\nsession "
-                            f"{app.session_id}: {what} {res.get('bytes', 0):,} B, made in {res.get('encrypt_s', 0):.3f} s")
+                            f"{app.session_id}: {what} {res.get('bytes', 0):,} B, made in "
+                            f"{res.get('encrypt_s', 0):.3f} s")
 
     def run(self) -> None:
-        self._sync()
+        if self._down("run"):
+            return
         if self.key_id is None:
             return self._keys_first("run")
         app = self.app
@@ -238,14 +251,16 @@ class WebSession:
         self.texts["output_ciphertext"] = preview_text(res.get("output_preview", ""), res.get("output_preview_at"),
                                                        res.get("output_bytes", 0))
         self._status("run", f"{SIM_RUN_DONE if self.page.simulate else RUN_DONE}\n{outcome.where()}\nthe evaluator "
-                            f"(pid {self.driver.pids.get('evaluator')}) ran the circuit in {res.get('run_s', 0):.3f} s; "
+                            f"(pid {self.driver.pids.get('evaluator')}) ran the circuit in "
+                            f"{res.get('run_s', 0):.3f} s; "
                             f"the user fetched its output ({res.get('output_bytes', 0):,} B) and decrypted it in this "
                             f"same command: the next button shows it")
 
     def get_output(self) -> None:
         """In the protocol the user fetches the OUTPUT (long poll) and decrypts it within `predict`, the command
         the Run button sent; this button shows what that did, as the demo's second step, and says so."""
-        self._sync()
+        if self._down("decrypt"):
+            return
         if self.key_id is None:
             return self._keys_first("decrypt")
         app = self.app
@@ -264,12 +279,14 @@ class WebSession:
                            f"writes): {old.session_id} was dropped")
         self._status("decrypt", f"{SIM_OUTPUT_DONE if self.page.simulate else OUTPUT_DONE}\nno message now: user "
                                 f"(pid {self.driver.pids.get('user')}) fetched this OUTPUT "
-                                f"({res.get('output_bytes', 0):,} B) and decrypted it in {res.get('decrypt_s', 0):.4f} s "
+                                f"({res.get('output_bytes', 0):,} B) and decrypted it in "
+                                f"{res.get('decrypt_s', 0):.4f} s "
                                 f"within the Run click's command (waited {res.get('wait_s', 0):.2f} s for the run)"
                                 f"{dropped}")
 
     def explain(self, strategy) -> None:
-        self._sync()
+        if self._down("explain"):
+            return
         if strategy not in STRATEGIES:
             return self._status("explain", f"❌ strategy: {str(strategy)[:40]!r} is not one of "
                                            f"{', '.join(STRATEGIES)}\n{NOTHING_SENT}")

@@ -283,14 +283,21 @@ def chaos(scenario_files, iterations, seed, fhe, liveness, json_path, deployment
 @click.option("--insecure", is_flag=True, help="Run the roles without CurveZMQ.")
 @click.option("--transport", type=click.Choice(["ipc", "tcp"]), default="ipc", show_default=True,
               help="Endpoints for the roles it starts.")
-@click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
-              help="Where 'Save as scenario' writes its YAML files.")
+@click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where 'Save as scenario' writes: each `ui` run in a folder of its own inside it (0700, files "
+                   "0600). Default: $XDG_DATA_HOME/fhe-credit-sim/saved (~/.local/share/...), out of the source tree.")
 @click.option("--liveness", type=click.FloatRange(0.5, 3600), default=4.0, show_default=True,
               help="Seconds without a heartbeat after which a role is lost (also given to the roles it starts).")
-def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, liveness):
+@click.option("--tabs", type=click.IntRange(1, 16), default=8, show_default=True,
+              help="Browser tabs that may hold keys at once (each is one applicant).")
+@click.option("--applications-per-tab", type=click.IntRange(1, 1000), default=25, show_default=True,
+              help="Decided applications a tab keeps (what 'Save as scenario' writes); the evaluator is started "
+                   "with --max-sessions TABS x this, and every role with --max-keys max(20, 2 x TABS).")
+def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, liveness, tabs, applications_per_tab):
     """Start the four roles (or attach to them) and serve the demo's web page on 127.0.0.1 until Ctrl-C/SIGTERM."""
     from credit_model.deployment import DeploymentError, load_deployment
     from simulation.report import INSECURE
+    from web.capacity import Limits
     from web.driver import RoleDriver
 
     if attach and not (keys_dir or insecure):
@@ -303,16 +310,26 @@ def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, l
 
     if fhe == "simulate":
         click.secho(f"!! {INSECURE}", fg="red", bold=True)
-    driver = RoleDriver(fhe, str(dep.directory), transport, not insecure, attach, keys_dir, liveness)
+    limits = Limits(tabs, applications_per_tab)
+    if save_dir is None:
+        data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+        save_dir = data / "fhe-credit-sim" / "saved"
+    save_dir = save_dir.resolve() / f"ui-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    driver = RoleDriver(fhe, str(dep.directory), transport, not insecure, attach, keys_dir, liveness,
+                        role_args=limits.role_args())
     click.echo(f"starting evaluator, user, bank, agency ({'attached at ' + attach if attach else transport}, "
                f"fhe={fhe}, deployment {dep.name})")
+    if attach:
+        args = limits.role_args()
+        click.echo(f"attached: the page keeps its {tabs} tabs apart if the evaluator was started with "
+                   f"{' '.join(args['evaluator'])} and user, bank, agency with {' '.join(args['user'])}")
     try:
         pids = driver.start()
     except Exception as exc:  # noqa: BLE001 - a role that did not start: say which, stop the others
         raise click.ClickException(f"the roles did not start: {exc}")
     click.echo("all roles ready: " + ", ".join(f"{r}={p}" for r, p in pids.items()))
     try:
-        serve(driver, dep, save_dir, port, page_header(driver, dep, not insecure, attach), click.echo)
+        serve(driver, dep, save_dir, port, lambda: page_header(driver, dep, not insecure, attach), limits, click.echo)
     except OSError as exc:  # e.g. the port is taken
         raise click.ClickException(f"--port {port}: {exc}")
     finally:

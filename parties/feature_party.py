@@ -17,6 +17,7 @@ from protocol.messages import Ack, ClientKey, Input, check_id
 from protocol.node import Node
 from protocol.settings import RoleSettings, curve_for
 from protocol.states import KEY_TABLE, Event, KeyState, StateMachine
+from protocol.transport import blob_preview, preview_offset
 
 log = logging.getLogger("fhe_credit_sim.party")
 
@@ -120,7 +121,8 @@ class FeatureParty(Node):
             ack = self.evaluator.request(message, self.settings.request_timeout)
         return {"bytes": len(ciphertext), "sha256": hashlib.sha256(ciphertext).hexdigest(),
                 "encrypt_s": round(t1 - t0, 4),
-                "send_s": round(time.perf_counter() - t1, 4), "preview": ciphertext[:16].hex(),
+                "send_s": round(time.perf_counter() - t1, 4), "preview": blob_preview(ciphertext),
+                "preview_at": preview_offset(len(ciphertext)),
                 "evaluator_state": ack.message.detail.get("state")}
 
     def on_command(self, action: str, params: dict) -> dict:

@@ -20,6 +20,7 @@ from protocol.messages import Candidate, ClientKey, EvalKey, GetOutput, Input, K
 from protocol.node import Node
 from protocol.settings import RoleSettings, curve_for, role_command, run_as_process
 from protocol.states import APPLICATION_TABLE, ApplicationState, Event, StateMachine
+from protocol.transport import blob_preview, preview_offset
 
 from .feature_party import PartyCipher, validated_matrix
 
@@ -143,7 +144,8 @@ class User(Node):
         ciphertext = self.cipher.encrypt(self.keys.get(key_id), "user", matrix)
         result["encrypt_s"] = round(time.perf_counter() - t0, 4)
         self.evaluator.request(Input(session_id, key_id, "user", "base", ciphertext), self.settings.request_timeout)
-        result.update({"bytes": len(ciphertext), "preview": ciphertext[:16].hex()})
+        result.update({"bytes": len(ciphertext), "preview": blob_preview(ciphertext),
+                       "preview_at": preview_offset(len(ciphertext))})
         app.digests["user"] = hashlib.sha256(ciphertext).hexdigest()
         app.machine.fire(Event.PREPARE)
         self.apps[session_id] = app
@@ -188,7 +190,8 @@ class User(Node):
         return {"approved": approved, "probability": round(float(probabilities[1]), 4),
                 "run_s": round(output.run_seconds, 4), "wait_s": round(wait_s, 4),
                 "decrypt_s": round(time.perf_counter() - t1, 4), "output_bytes": len(output.ciphertext),
-                "output_preview": output.ciphertext[:16].hex()}
+                "output_preview": blob_preview(output.ciphertext),
+                "output_preview_at": preview_offset(len(output.ciphertext))}
 
     def predict(self, session_id: str) -> dict:
         app = self.application(session_id)
@@ -245,7 +248,8 @@ class User(Node):
         result.update(self.ensure_evaluation_key(key_id))
         result.update(self.share_client_key(key_id))
         blob = self.keys[key_id].evaluation_key()
-        result.update({"eval_key_bytes": len(blob), "eval_key_preview": blob[:16].hex()})
+        result.update({"eval_key_bytes": len(blob), "eval_key_preview": blob_preview(blob),
+                       "eval_key_preview_at": preview_offset(len(blob))})
         return result
 
     def on_command(self, action: str, params: dict) -> dict:

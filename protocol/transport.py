@@ -176,9 +176,28 @@ def safe_name(text: str, limit: int = 32) -> str:
     return SAFE_NAME.sub("_", text)[:limit] or "_"
 
 
+PREVIEW_BYTES = 16
+
+
+def preview_offset(size: int) -> int:
+    """Where the preview of a blob of `size` bytes starts: past Concrete's serialization header, which is the same
+    for every value of a circuit (the first 64 bytes of a ciphertext; about 800 of an evaluation key, so 1 KiB is
+    skipped of anything over 4 KiB: keys, outputs, a key's first 1 MiB frame)."""
+    start = 64 if size <= 4096 else 1024
+    return max(0, min(start, size - PREVIEW_BYTES))
+
+
+def blob_preview(blob: bytes) -> str:
+    """Hex of PREVIEW_BYTES of a key or ciphertext's own data (they differ between two keys or two encryptions)."""
+    start = preview_offset(len(blob))
+    return bytes(blob[start:start + PREVIEW_BYTES]).hex()
+
+
 def preview(frames: Sequence[bytes]) -> str:
-    """Hex of the first bytes of the first binary frame (what the report shows of a ciphertext)."""
-    return bytes(frames[3][:16]).hex() if len(frames) > 3 else ""
+    """What the report shows of a message's first blob; nothing of a CLIENT_KEY (secret keys past their header)."""
+    if len(frames) <= 3 or bytes(frames[1]) == b"CLIENT_KEY":
+        return ""
+    return blob_preview(frames[3])
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,17 @@ from credit_model.deployment import load_deployment
 from scenarios import SCENARIO_DIR
 from scenarios.spec import load_scenario
 
+XDIST_WORKERS = 3  # on two cores: most tests wait on real processes and sockets, not on the CPU
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """`pytest` runs on XDIST_WORKERS pytest-xdist workers when no -n was given; `-n 0` and `-p no:xdist` run the
+    tests one by one (setup.cfg cannot say it: an addopts `-n` is an unknown option once xdist is not loaded)."""
+    if (config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput")
+            and getattr(config.option, "numprocesses", 0) is None and not config.getoption("usepdb", False)):
+        config.option.numprocesses = XDIST_WORKERS
+
 
 @pytest.fixture(scope="session")
 def deployment():

@@ -83,3 +83,34 @@ def test_in_attach_mode_a_stopped_role_is_named_by_heartbeats_alone(started_else
     assert report.failure["role"] == "bank" and "heartbeat for 2 s" in report.failure["reason"]
     assert report.failure["step"] == "encrypt:bank"
     assert ended - stopped["at"] < 2.0 + 4.0  # the liveness window, the poll interval and the shutdown
+
+
+def test_the_page_says_roles_started_elsewhere_must_be_restarted(started_elsewhere, schema, tmp_path):
+    """23.2 in --attach mode: the page cannot start roles it did not start; once one is lost, every later click
+    says they must be restarted (the roles the page starts itself are started again: tests/test_web_ui.py)."""
+    import time
+
+    from simulation.processes import ROLES
+    from web.capacity import Capacity, Limits
+    from web.driver import RoleDriver
+    from web.session import KEYS_FIRST, SIM_KEYS, PageContext, WebSession
+
+    control, keys, procs = started_elsewhere
+    driver = RoleDriver("simulate", attach=control, keys_dir=str(keys), liveness=2.0)
+    driver.start()
+    try:
+        tab = WebSession(PageContext(driver, schema, Capacity(Limits(), False), tmp_path / "saved"))
+        tab.generate_keys()
+        assert SIM_KEYS in tab.texts["keygen_status"]
+        procs[list(ROLES).index("bank")].kill()
+        deadline = time.monotonic() + 20
+        while driver.down is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert driver.down and "the bank was lost" in driver.down and "restart the roles, then `ui`" in driver.down
+        for _ in range(2):  # every later click, not only the first
+            tab.generate_keys()
+            assert "started elsewhere (--attach)" in tab.texts["keygen_status"], tab.texts["keygen_status"]
+        tab.run()
+        assert "started elsewhere (--attach)" in tab.texts["run_status"] and KEYS_FIRST not in tab.texts["run_status"]
+    finally:
+        driver.stop()

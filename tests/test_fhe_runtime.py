@@ -249,6 +249,28 @@ def test_key_owners_draw_fresh_secret_keys(spec, owner):
     assert rt.KeyOwner(spec).input_secret_keys() != owner.input_secret_keys()
 
 
+def test_previews_skip_the_header_every_ciphertext_shares(spec, throwaway_keys):
+    """What the page and the reports show of a ciphertext is its own data: two encryptions of the same value share
+    Concrete's first 64 bytes, and so did their old previews (bytes 0-15); a secret key is never previewed."""
+    from protocol.transport import blob_preview, preview
+    encryptor = rt.InputEncryptor.from_secret_keys(spec, {0: throwaway_keys[0]})
+    first, second = (encryptor.encrypt(1, np.full((1, 1), 5, dtype=np.int64)) for _ in range(2))
+    assert first[:64] == second[:64]
+    assert len(blob_preview(first)) == 32 and blob_preview(first) != blob_preview(second)
+    assert preview([b"FCS/1", b"INPUT", b"{}", first]) == blob_preview(first) == first[64:80].hex()
+    assert preview([b"FCS/1", b"CLIENT_KEY", b"{}", throwaway_keys[0]]) == ""
+
+
+@pytest.mark.fhe
+def test_previews_of_evaluation_keys_and_outputs_differ(spec, owner, fhe_runs):
+    from protocol.transport import blob_preview, preview
+    keys = [owner.evaluation_key(), rt.KeyOwner(spec).evaluation_key()]
+    assert keys[0][:64] == keys[1][:64] and blob_preview(keys[0]) != blob_preview(keys[1])
+    assert preview([b"FCS/1", b"EVAL_KEY", b"{}", keys[0][:1024 * 1024]]) == blob_preview(keys[0])  # its first frame
+    outputs = [output for _, output in fhe_runs]
+    assert len({o[:64] for o in outputs}) == 1 and len({blob_preview(o) for o in outputs}) == len(outputs)
+
+
 def test_simulated_round_trip_equals_the_clear_model(spec, deployment, rows, reference, slices):
     simulator = rt.Simulator(spec)
     server = ml_server(deployment, simulate=True)

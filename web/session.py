@@ -3,7 +3,9 @@ session ids), driven through the four roles by the same control COMMANDs the sce
 reference demo's wording for every answer and error. `web/page.py` lays it out with Gradio.
 
 The roles are reached only through the protocol: a driver's `call(role, action, params)` sends one control COMMAND
-and returns a StepOutcome (`web/driver.py`; the unit tests use a fake one).
+and returns a StepOutcome (`web/driver.py`; the unit tests use a fake one). Every value of the form is checked
+against the deployment's schema first (`web/form.py`), and every click that would make the roles keep one more key
+or application is admitted by the page's `Capacity` first (`web/capacity.py`).
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from credit_model.explainability import EXPLAIN_WHEN_APPROVED
-from credit_model.schema import MISSING, PARTIES, Schema
+from credit_model.explainability import EXPLAIN_WHEN_APPROVED, STRATEGIES
+from credit_model.schema import PARTIES, Schema
 from protocol.errors import ErrorCode
 
-from scenarios.spec import parse_scenario
+from web.capacity import Capacity, Refused
 from web.driver import StepOutcome
+from web.form import FormError, check_record
+from web.saving import save_scenario, scenario_of
 
 # The reference demo's messages (its backend.py), and ours where it has none.
 KEYS_FIRST = "Please generate the keys first."
@@ -36,23 +38,17 @@ SENT = "Inputs are encrypted and sent to server. ✅"
 RUN_DONE = "FHE evaluation is done. ✅"
 OUTPUT_DONE = "Encrypted outputs have been received from the server. ✅"
 EXPLAINED = "Prediction has been explained. ✅"
+# --fhe simulate: what really happens (no key, nothing encrypted), never the words of real FHE.
+SIM_KEYS = "Simulation (INSECURE): no keys to make, nothing will be encrypted; the application can start. ✅"
+SIM_SENT = "Inputs are sent to the server in the clear (simulation, INSECURE: quantized, not encrypted). ✅"
+SIM_RUN_DONE = "Simulated evaluation is done, on the inputs in the clear (INSECURE). ✅"
+SIM_OUTPUT_DONE = "The output has been received from the server, in the clear (simulation, INSECURE). ✅"
+NOT_SENT = "not sent yet for application {session_id}"
+NOTHING_SENT = "Nothing was sent."
 LABELS = {"user": "applicant", "bank": "bank", "agency": "credit agency"}
-NO_VALUE = "(none)"  # the dropdown choice standing for a nullable category's missing value
 MAX_MESSAGES = 5000  # a tab keeps its latest messages only (as a role's own log does)
-
-
-def coerce_record(schema: Schema, party: str, values: list) -> dict:
-    """The page's widget values in schema order -> the record a role validates (ints as ints, NO_VALUE as None)."""
-    record = {}
-    for feature, value in zip(schema.features[party], values):
-        if feature.kind == "int" and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        elif feature.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        elif feature.kind == "category" and value in (NO_VALUE, MISSING):
-            value = None
-        record[feature.name] = value
-    return record
+PARTY_TEXTS = [f"{p}_{kind}" for p in PARTIES for kind in ("ciphertext", "status")]
+RESULT_TEXTS = ["output_ciphertext", "decision", "explanation", "run_status", "decrypt_status", "explain_status"]
 
 
 def _missing_names(reason: str) -> str:
@@ -61,11 +57,32 @@ def _missing_names(reason: str) -> str:
     return ", ".join(LABELS.get(n.strip(), n.strip()) for n in names if n.strip())
 
 
+def preview_text(preview: str, at: int | None, size: int) -> str:
+    where = f"bytes {at:,}-{at + len(preview) // 2 - 1:,} of {size:,}" if at is not None else f"{size:,} bytes"
+    return f"{preview}… ({where})"
+
+
+@dataclass
+class PageContext:
+    """What every tab of one page shares: the roles, the schema, the capacity bookkeeping, where saves go."""
+
+    driver: object
+    schema: Schema
+    capacity: Capacity
+    save_dir: Path  # this run's own folder (0700), made at the first save
+    deployment_ref: str = "kaggle"
+
+    @property
+    def simulate(self) -> bool:
+        return self.driver.fhe == "simulate"
+
+
 @dataclass
 class Application:
     key_id: str
     session_id: str
     sent: dict[str, dict] = field(default_factory=dict)  # party -> the record it encrypted and sent last
+    sent_at: dict[str, int] = field(default_factory=dict)  # party -> the click that sent it
     run: dict | None = None  # the user's `predict` RESULT
     decided: bool = False  # the decision was shown ("Get and decrypt the output")
     explanations: list[dict] = field(default_factory=list)
@@ -75,7 +92,10 @@ class Application:
 class WebSession:
     """One browser tab: one applicant, its key id, its applications (session ids) and what the page shows."""
 
+    page: PageContext
+    tab: str = field(default_factory=lambda: secrets.token_hex(4))
     key_id: str | None = None
+    generation: int = 0  # the role set the keys were made on
     number: int = 0
     app: Application | None = None
     history: list[Application] = field(default_factory=list)
@@ -83,6 +103,11 @@ class WebSession:
     steps: list[list] = field(default_factory=list)  # [step, role (pid), seconds, bytes on the wire]
     messages: list[dict] = field(default_factory=list)
     clicks: int = 0
+    notice: str | None = None  # the roles were restarted since this tab's keys were made
+
+    @property
+    def driver(self):
+        return self.page.driver
 
     def _status(self, name: str, text: str) -> None:
         self.clicks += 1
@@ -97,101 +122,183 @@ class WebSession:
         text = known.get(exc.code) or f"{exc.code.value}: {exc.reason}"
         self._status(name, f"❌ {text}\n({outcome.where()}; {exc.code.value}: {exc.reason})")
 
+    def _sync(self) -> None:
+        """Keys made on a role set that has since been restarted are gone: the tab starts again, and says why."""
+        if self.key_id is not None and self.generation != self.driver.generation:
+            self.page.capacity.release(self.tab)
+            self.key_id, self.app, self.notice = None, None, self.driver.notice or "The roles were restarted."
+            for name in [*PARTY_TEXTS, *RESULT_TEXTS, "evaluation_key", "keygen_status"]:
+                self.texts.pop(name, None)
+
+    def _down(self, name: str) -> bool:
+        """The roles cannot be reached (started elsewhere and lost, or not started again): the click says why."""
+        self._sync()
+        down = getattr(self.driver, "down", None)
+        if down:
+            self._status(name, f"❌ {down}\n{NOTHING_SENT}")
+        return bool(down)
+
+    def _keys_first(self, name: str) -> None:
+        self._status(name, f"❌ {KEYS_FIRST}" + (f"\n⚠ {self.notice}" if self.notice else ""))
+
     def _new_application(self) -> Application:
+        """A new application of this tab: every status and preview of the previous one goes (22.1: a status
+        describes the tab's current application only)."""
         self.number += 1
         self.app = Application(self.key_id, f"{self.key_id}-{self.number}")
-        for name in ("user_ciphertext", "bank_ciphertext", "agency_ciphertext", "output_ciphertext", "decision",
-                     "explanation", "run_status", "decrypt_status", "explain_status"):
+        for name in [*PARTY_TEXTS, *RESULT_TEXTS]:
             self.texts.pop(name, None)
+        for party in PARTIES:
+            self.texts[f"{party}_status"] = NOT_SENT.format(session_id=self.app.session_id)
         return self.app
 
     # --- the buttons, in the demo's order ------------------------------------------------------------------
-    def generate_keys(self, driver) -> None:
+    def generate_keys(self) -> None:
         """The user's `keygen` command: fresh keys for a new key id, the evaluation key uploaded, the inputs'
         secret keys shared with bank and agency; the applicant's input is sent by its own "Encrypt and send"."""
+        if self._down("keygen"):
+            return
+        generation = self.driver.generation
+        try:
+            ticket = self.page.capacity.reserve(self.tab, "key", generation)
+        except Refused as exc:
+            return self._status("keygen", f"❌ {exc}")
         key_id = f"web-{secrets.token_hex(4)}"
-        outcome = driver.call("user", "keygen", {"key_id": key_id})
+        outcome = self.driver.call("user", "keygen", {"key_id": key_id}, generation)
         self._record("generate keys", outcome)
+        made = outcome.error is None or outcome.error.code is not ErrorCode.PEER_LOST
+        self.page.capacity.done(ticket, key_id if made else None, outcome.seq, live=outcome.error is None)
         if outcome.error is not None:
             return self._error("keygen", outcome, {})
-        self.key_id, self.number, self.app = key_id, 0, None
+        self.key_id, self.generation, self.number, self.app, self.notice = key_id, generation, 0, None, None
         self._new_application()
         res = outcome.result
-        if driver.fhe == "simulate":
+        if self.page.simulate:
             self.texts["evaluation_key"] = "(none: --fhe simulate makes no keys; INSECURE)"
-            detail = "simulation: no keys made, nothing encrypted"
-        else:
-            key_preview = res.get("eval_key_preview", "")
-            self.texts["evaluation_key"] = f"{key_preview}… ({res.get('eval_key_bytes', 0):,} bytes)"
-            detail = (f"key id {key_id}: keygen {res.get('keygen_s', 0):.2f} s; evaluation key "
-                      f"{res.get('eval_key_bytes', 0):,} B uploaded to the evaluator in "
-                      f"{res.get('eval_key_upload_s', 0):.2f} s; the inputs' secret keys shared with "
-                      f"{', '.join(res.get('client_key_shared_with', [])) or 'nobody'}")
-        self._status("keygen", f"{KEYS_DONE}\n{outcome.where()}\n{detail}")
+            return self._status("keygen", f"{SIM_KEYS}\n{outcome.where()}\nkey id {key_id} names this applicant's "
+                                          f"applications; no key was made or sent")
+        self.texts["evaluation_key"] = preview_text(res.get("eval_key_preview", ""), res.get("eval_key_preview_at"),
+                                                    res.get("eval_key_bytes", 0))
+        self._status("keygen", f"{KEYS_DONE}\n{outcome.where()}\nkey id {key_id}: keygen "
+                               f"{res.get('keygen_s', 0):.2f} s; evaluation key {res.get('eval_key_bytes', 0):,} B "
+                               f"uploaded to the evaluator in {res.get('eval_key_upload_s', 0):.2f} s; the inputs' "
+                               f"secret keys shared with "
+                               f"{', '.join(res.get('client_key_shared_with', [])) or 'nobody'}")
 
-    def encrypt(self, driver, party: str, record: dict) -> None:
+    def encrypt(self, party: str, values) -> None:
+        """A party's "Encrypt and send": its panel's values (schema order, or a record) checked, then sent."""
+        if self._down(party):
+            return
+        try:
+            record = check_record(self.page.schema, party, values)
+        except FormError as exc:
+            kept = ""
+            if self.app is not None and party in self.app.sent and self.app.run is None:
+                kept = (f" The {LABELS[party]}'s input sent at click {self.app.sent_at[party]} is still the one "
+                        f"the evaluator holds for application {self.app.session_id}.")
+            return self._status(party, f"❌ {exc.text}\n{NOTHING_SENT}{kept}")
         if self.key_id is None:
-            return self._status(party, f"❌ {KEYS_FIRST}")
+            return self._keys_first(party)
+        opening = party == "user" and (self.app is None or self.app.run is not None or "user" not in self.app.sent)
+        ticket = None
+        if opening:  # the applicant's input opens an application at the evaluator: one more it keeps
+            try:
+                ticket = self.page.capacity.reserve(self.tab, "session", self.generation)
+            except Refused as exc:
+                return self._status(party, f"❌ {exc}\n{NOTHING_SENT}")
         app = self.app if self.app is not None and self.app.run is None else self._new_application()
         params = {"session_id": app.session_id, "key_id": self.key_id, "features": record}
-        outcome = driver.call(party, "prepare" if party == "user" else "encrypt", params)
+        outcome = self.driver.call(party, "prepare" if party == "user" else "encrypt", params, self.generation)
         self._record(f"encrypt and send ({LABELS[party]})", outcome)
+        if ticket is not None:
+            maybe = outcome.error is not None and (outcome.error.reason.startswith("evaluator")
+                                                   or outcome.error.code in (ErrorCode.TIMEOUT, ErrorCode.INTERNAL))
+            opened = outcome.error is None or maybe
+            self.page.capacity.done(ticket, app.session_id if opened else None, outcome.seq,
+                                    live=outcome.error is None)
         if outcome.error is not None:
             return self._error(party, outcome, {ErrorCode.KEYS_NOT_GENERATED: KEYS_FIRST,
                                                 ErrorCode.UNKNOWN_SESSION: APPLICANT_FIRST})
-        app.sent[party] = record
+        if party == "user":
+            self.page.capacity.key_used(self.key_id, outcome.seq, self.generation)
+        app.sent[party], app.sent_at[party] = record, self.clicks + 1
         res = outcome.result
-        self.texts[f"{party}_ciphertext"] = f"{res.get('preview', '')}… ({res.get('bytes', 0):,} bytes)"
-        self._status(party, f"{SENT}\n{outcome.where()}\nsession {app.session_id}: ciphertext "
-                            f"{res.get('bytes', 0):,} B, encrypted in {res.get('encrypt_s', 0):.3f} s")
+        self.texts[f"{party}_ciphertext"] = preview_text(res.get("preview", ""), res.get("preview_at"),
+                                                         res.get("bytes", 0))
+        what = "sent in the clear" if self.page.simulate else "ciphertext"
+        self._status(party, f"{SIM_SENT if self.page.simulate else SENT}\n{outcome.where()}\nsession "
+                            f"{app.session_id}: {what} {res.get('bytes', 0):,} B, made in "
+                            f"{res.get('encrypt_s', 0):.3f} s")
 
-    def run(self, driver) -> None:
+    def run(self) -> None:
+        if self._down("run"):
+            return
         if self.key_id is None:
-            return self._status("run", f"❌ {KEYS_FIRST}")
+            return self._keys_first("run")
         app = self.app
         if app is not None and app.run is not None:
             return self._status("run", f"❌ {ALREADY_RUN}")
         if app is None or "user" not in app.sent:  # no application at the evaluator yet: nothing to ask
             missing = ", ".join(LABELS[p] for p in PARTIES if app is None or p not in app.sent)
             return self._status("run", f"❌ {ALL_INPUTS_FIRST} Inputs missing from: {missing}.")
-        outcome = driver.call("user", "predict", {"session_id": app.session_id})
+        outcome = self.driver.call("user", "predict", {"session_id": app.session_id}, self.generation)
         self._record("run the model in FHE", outcome)
         if outcome.error is not None:
             missing = _missing_names(outcome.error.reason)
             return self._error("run", outcome, {
                 ErrorCode.MISSING_INPUTS: f"{ALL_INPUTS_FIRST} Inputs missing from: {missing}."})
         app.run = res = outcome.result
-        self.texts["output_ciphertext"] = f"{res.get('output_preview', '')}… ({res.get('output_bytes', 0):,} bytes)"
-        self._status("run", f"{RUN_DONE}\n{outcome.where()}\nthe evaluator (pid {driver.pids.get('evaluator')}) "
-                            f"ran the circuit in {res.get('run_s', 0):.3f} s; encrypted output "
-                            f"{res.get('output_bytes', 0):,} B")
+        self.texts["output_ciphertext"] = preview_text(res.get("output_preview", ""), res.get("output_preview_at"),
+                                                       res.get("output_bytes", 0))
+        self._status("run", f"{SIM_RUN_DONE if self.page.simulate else RUN_DONE}\n{outcome.where()}\nthe evaluator "
+                            f"(pid {self.driver.pids.get('evaluator')}) ran the circuit in "
+                            f"{res.get('run_s', 0):.3f} s; "
+                            f"the user fetched its output ({res.get('output_bytes', 0):,} B) and decrypted it in this "
+                            f"same command: the next button shows it")
 
-    def get_output(self, driver) -> None:
-        """In the protocol the user fetches the OUTPUT (long poll) and decrypts it within `predict`; this button
-        shows what that did, as the demo's second step."""
+    def get_output(self) -> None:
+        """In the protocol the user fetches the OUTPUT (long poll) and decrypts it within `predict`, the command
+        the Run button sent; this button shows what that did, as the demo's second step, and says so."""
+        if self._down("decrypt"):
+            return
         if self.key_id is None:
-            return self._status("decrypt", f"❌ {KEYS_FIRST}")
+            return self._keys_first("decrypt")
         app = self.app
         if app is None or app.run is None:
             return self._status("decrypt", f"❌ {RUN_FIRST}")
         res = app.run
         self.texts["decision"] = res["decision"]
+        dropped = ""
         if not app.decided:
             app.decided = True
             self.history.append(app)
-        self._status("decrypt", f"{OUTPUT_DONE}\nuser (pid {driver.pids.get('user')}) fetched the OUTPUT "
+            limit = self.page.capacity.limits.applications
+            if len(self.history) > limit:
+                old = self.history.pop(0)
+                dropped = (f"\nthis tab keeps its latest {limit} decided applications (what Save as scenario "
+                           f"writes): {old.session_id} was dropped")
+        self._status("decrypt", f"{SIM_OUTPUT_DONE if self.page.simulate else OUTPUT_DONE}\nno message now: user "
+                                f"(pid {self.driver.pids.get('user')}) fetched this OUTPUT "
                                 f"({res.get('output_bytes', 0):,} B) and decrypted it in "
-                                f"{res.get('decrypt_s', 0):.4f} s (waited {res.get('wait_s', 0):.2f} s for the run)")
+                                f"{res.get('decrypt_s', 0):.4f} s "
+                                f"within the Run click's command (waited {res.get('wait_s', 0):.2f} s for the run)"
+                                f"{dropped}")
 
-    def explain(self, driver, strategy: str) -> None:
+    def explain(self, strategy) -> None:
+        if self._down("explain"):
+            return
+        if strategy not in STRATEGIES:
+            return self._status("explain", f"❌ strategy: {str(strategy)[:40]!r} is not one of "
+                                           f"{', '.join(STRATEGIES)}\n{NOTHING_SENT}")
         if self.key_id is None:
-            return self._status("explain", f"❌ {KEYS_FIRST}")
+            return self._keys_first("explain")
         app = self.app
         if app is None or app.run is None:
             return self._status("explain", f"❌ {RUN_FIRST}")
         if not app.decided:
             return self._status("explain", f"❌ {DECRYPT_FIRST}")
-        outcome = driver.call("user", "explain", {"session_id": app.session_id, "strategy": strategy})
+        outcome = self.driver.call("user", "explain", {"session_id": app.session_id, "strategy": strategy},
+                                   self.generation)
         self._record(f"explain ({strategy})", outcome)
         if outcome.error is not None:
             return self._error("explain", outcome, {ErrorCode.NOT_DENIED: EXPLAIN_WHEN_APPROVED})
@@ -200,36 +307,18 @@ class WebSession:
                                                                                    "runs")}})
         self.texts["explanation"] = res["explanation"]
         tried = ", ".join(f"{c['bin']} {'approved' if c['approved'] else 'denied'}" for c in res.get("candidates", []))
-        self._status("explain", f"{EXPLAINED}\n{outcome.where()}\n{strategy}: {res.get('runs', 0)} encrypted "
-                                f"run(s){': ' + tried if tried else ''}")
+        self._status("explain", f"{EXPLAINED}\n{outcome.where()}\n{strategy}: {res.get('runs', 0)} "
+                                f"{'simulated' if self.page.simulate else 'encrypted'} run(s)"
+                                f"{': ' + tried if tried else ''}")
 
     # --- save as scenario ------------------------------------------------------------------------------------
-    def scenario(self, name: str, deployment: str, fhe: str) -> dict:
-        applicants = []
-        for app in self.history:
-            steps = [{"action": "predict", "expect": {"decision": "approved" if app.run["approved"] else "denied"}}]
-            for exp in app.explanations:
-                expect = {"outcome": exp["outcome"], "message": exp["explanation"], "max_runs": exp["runs"]}
-                if exp["bin"]:
-                    expect["bin"] = exp["bin"]
-                steps.append({"action": "explain", "strategy": exp["strategy"], "expect": expect})
-            applicants.append({"name": app.key_id, **{p: app.sent[p] for p in PARTIES},
-                               "steps": steps})
-        return {"name": name, "description": f"Saved from the web page ({len(applicants)} application(s) of "
-                                             f"{', '.join(sorted({a['name'] for a in applicants}))}).",
-                "deployment": deployment, "fhe": fhe, "applicants": applicants}
-
-    def save(self, directory: Path, deployment: str, fhe: str) -> Path | None:
-        """Write the decided applications as a scenario `run_scenario.py run FILE` replays (checked first)."""
+    def save(self) -> Path | None:
+        """Write the decided applications as a scenario `run_scenario.py run FILE` replays (web/saving.py)."""
         if not self.history:
             self._status("save", "❌ Nothing to save yet: get and decrypt an output first.")
             return None
-        name = f"{self.key_id}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path = Path(directory).resolve() / f"{name}.yaml"
-        text = yaml.safe_dump(self.scenario(name, deployment, fhe), sort_keys=False, allow_unicode=True, width=1000)
-        parse_scenario(text, path)  # refuse to write what `run` would not load
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        name = f"{self.history[-1].key_id}-{time.strftime('%Y%m%d-%H%M%S')}-{self.clicks + 1}"
+        scenario = scenario_of(name, self.history, self.page.deployment_ref, self.driver.fhe)
+        path = save_scenario(self.page.save_dir, name, scenario)
         self._status("save", f"Saved as scenario {path}\nreplay: .venv/bin/python run_scenario.py run {path}")
         return path
-

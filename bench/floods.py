@@ -144,7 +144,8 @@ def runner_role(repeats: int, seconds: float = 2.0, connections: int = 16, log: 
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 out = runner.communicate(timeout=120)[0] if alive else runner.communicate()[0]
                 passed = alive and runner.returncode == 0 and "PASSED" in out
-                rounds.append({"sent": sent, "alive": alive, "ping_s": time.perf_counter() - t0 if passed else None})
+                rounds.append({"sent": sent, "alive": alive, "ping_s": time.perf_counter() - t0 if passed else None,
+                               "output_lines": len(out.splitlines())})
                 log(f"runner: flood {i + 1}/{repeats}: {sent:,} messages on its control socket, then gone; "
                     f"{'alive' if alive else 'DIED (exit %s)' % runner.returncode}; "
                     f"the scenario then {'PASSED' if passed else 'did not pass'}")
@@ -155,7 +156,9 @@ def runner_role(repeats: int, seconds: float = 2.0, connections: int = 16, log: 
                     proc.wait(10)
         if not rounds[-1]["alive"]:
             break
-    return _summary("runner", rounds)
+    summary = _summary("runner", rounds)
+    summary["output_lines_max"] = max((r["output_lines"] for r in rounds), default=0)  # refusals are rate-limited
+    return summary
 
 
 def every_role(repeats: int, seconds: float = 2.0, log: Log = print) -> list[dict]:

@@ -21,7 +21,7 @@ from protocol.errors import ErrorCode, ProtocolError, RemoteError
 from protocol.liveness import DEFAULT_LIVENESS_S, RouterWatch
 from protocol.messages import Command, Error, Packet, Ready, Result, Shutdown, decode, encode
 from protocol.run_dir import Presence
-from protocol.transport import TrafficLog, make_socket, receive, role_of, send_nowait
+from protocol.transport import RateLimitedLog, TrafficLog, make_socket, receive, role_of, send_nowait
 
 ROLES = ("evaluator", "user", "bank", "agency")
 MODULES = {"evaluator": "evaluator", "user": "parties.user", "bank": "parties.bank", "agency": "parties.agency"}
@@ -122,6 +122,7 @@ class ProcessSet:
         self.presence = None if attach else Presence(self.run_dir)
         self.procs: dict[str, RoleProcess] = {}
         self.traffic = TrafficLog("runner")
+        self.log_refusal = RateLimitedLog(log)  # a flooding peer must not flood the runner's output too
         self._seq = 0
 
     def command_line(self, role: str) -> list[str]:
@@ -178,7 +179,7 @@ class ProcessSet:
             packet = decode(got.frames)
             authorize("runner", sender, packet.message)
         except ProtocolError as exc:
-            log.warning("runner: refused a control message from %s: %s", sender, str(exc)[:300])
+            self.log_refusal(logging.WARNING, f"runner: refused a control message from {sender}: {exc}")
             return None
         proc = self.procs.get(sender)
         if proc is not None and (proc.identity in (None, got.identity)):

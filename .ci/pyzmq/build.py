@@ -75,7 +75,7 @@ def build(python: str, sodium: bool, out_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="fcs-pyzmq-") as tmp:
         tmp = Path(tmp)
         subprocess.run([python, "-m", "pip", "download", f"pyzmq=={VERSION}", "--no-binary", ":all:", "--no-deps",
-                        "--no-build-isolation", "-q", "-d", str(tmp)], check=True)
+                        "-q", "-d", str(tmp)], check=True)  # pip reads its metadata in an isolated build env
         sdist = tmp / f"pyzmq-{VERSION}.tar.gz"
         got = hashlib.sha256(sdist.read_bytes()).hexdigest()
         if got != SDIST_SHA256:

@@ -23,6 +23,20 @@ def deployment_option(help_text: str = DEPLOYMENT_HELP):
     return click.option("--deployment", metavar="NAME|DIR", default=None, help=help_text)
 
 
+def network_option_decorator():
+    from scenarios.network import load_profiles
+
+    return click.option("--network", "network_name", type=click.Choice(sorted(load_profiles())), default=None,
+                        help="Emulate these link conditions (a profile of scenarios/network_profiles.yml) through "
+                             "the shaping forwarder; overrides a scenario's own network: block.")
+
+
+def _network(name):
+    from scenarios.network import network_option
+
+    return network_option(name)
+
+
 def _load_all(paths, deployment=None) -> list:
     loaded, errors = [], []
     for path in paths:
@@ -44,6 +58,9 @@ def cli() -> None:
 @click.argument("scenario_files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
 @click.option("--report-md", type=click.Path(dir_okay=False, path_type=Path), help="Write the Markdown report here.")
+@click.option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the HTML report here (timeline per role, messages between lanes, bytes per link; readable "
+                   "offline).")
 @click.option("--fhe", type=click.Choice(["execute", "simulate"]), default=None,
               help="execute: real FHE (default). simulate: Concrete simulation, INSECURE, for fast iteration.")
 @click.option("--strategy", type=click.Choice(["linear", "bisect"]), default=None,
@@ -62,16 +79,29 @@ def cli() -> None:
 @click.option("--keep-run-dir", is_flag=True,
               help="Keep each run's directory (CURVE secret keys, evaluation keys, ciphertexts, role logs) and print "
                    "where; by default it is removed whenever the run ends, Ctrl-C, SIGTERM and SIGKILL included.")
-def run(scenario_files, report_json, report_md, fhe, strategy, transport, deployment, insecure, attach, keys_dir,
-        liveness, keep_run_dir):
+@network_option_decorator()
+def run(scenario_files, report_json, report_md, report_html, fhe, strategy, transport, deployment, insecure, attach,
+        keys_dir, liveness, keep_run_dir, network_name):
     """Start the four processes and drive SCENARIO_FILES (default: scenarios/approved.yaml)."""
-    from simulation.report import INSECURE, summary_table, write_json, write_markdown
+    from simulation.links import check_liveness
+    from simulation.report import INSECURE, network_line, phase_table, summary_table, write_json, write_markdown
     from simulation.runner import ScenarioRunner
     from simulation.stopping import stop_on_signals
 
     if attach and not (keys_dir or insecure):
         raise click.UsageError("--attach needs --keys-dir (the roles' CURVE keys) or --insecure")
+    network = _network(network_name)
     scenarios = _load_all(scenario_files or [DEFAULT_SCENARIO], deployment)
+    for scenario in scenarios:
+        chosen = network if network is not None else scenario.network
+        if chosen is not None and chosen.shaped:
+            if attach:
+                raise click.UsageError(f"{scenario.path}: a network cannot be emulated for roles started elsewhere "
+                                       "(--attach): shape their hosts' links instead")
+            try:
+                check_liveness(chosen, liveness)
+            except ValueError as exc:
+                raise click.UsageError(f"{scenario.path}: {exc}")
     reports = []
     for scenario in scenarios:
         mode = fhe or scenario.fhe
@@ -82,13 +112,15 @@ def run(scenario_files, report_json, report_md, fhe, strategy, transport, deploy
             report = ScenarioRunner(scenario, fhe=fhe, strategy=strategy, transport=transport,
                                     deployment=scenario.deployment, progress=click.echo, secure=not insecure,
                                     attach=attach, keys_dir=keys_dir, liveness=liveness,
-                                    keep_run_dir=keep_run_dir).run()
+                                    keep_run_dir=keep_run_dir, network=network).run()
         reports.append(report)
         for app in report.applicants:
             click.echo(f"{app.session_id}: {app.explanation or app.decision or '(no decision)'}")
             for failure in app.failures:
                 click.secho(f"  FAILED {failure}", fg="red")
         click.echo(summary_table(report))
+        click.echo(network_line(report))
+        click.echo(phase_table(report))
         verdict = "PASSED" if report.passed else f"FAILED{': ' + report.fatal if report.fatal else ''}"
         if report.passed and report.failure is not None:
             verdict += f" (failed as expected: {report.failure['role']} at {report.failure['step']})"
@@ -101,6 +133,10 @@ def run(scenario_files, report_json, report_md, fhe, strategy, transport, deploy
         write_json(reports, report_json)
     if report_md:
         write_markdown(reports, report_md)
+    if report_html:
+        from simulation.html_report import write_html
+
+        write_html(reports, report_html)
     failed = [r.scenario.name for r in reports if not r.passed]
     stopped = next((r.stopped for r in reports if r.stopped), None)
     if stopped:

@@ -174,11 +174,14 @@ def validate(scenario_files, deployment):
 @click.option("--quick", is_flag=True, help="A reduced set (fewer repeats, no depth sweep): a few minutes.")
 @click.option("--hostile", is_flag=True, help="Only the hostile-peer figures (slow reader, floods, many frames, "
                                                "flood-then-disconnect per role, killed runners, hostile files).")
+@click.option("--network", "network", is_flag=True,
+              help="Only the network emulation's fidelity: the evaluation-key upload at 20 Mbit/s, the round trip a "
+                   "request gains per configured latency, a dead or stopped evaluator named across mobile's link.")
 @click.option("--repeats", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="With --hostile: floods per role (and half as many runner kills per signal and mode).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
 @deployment_option("Deployment to measure (default kaggle); its shipped scenarios give the applicants.")
-def bench(quick, hostile, repeats, json_path, deployment):
+def bench(quick, hostile, network, repeats, json_path, deployment):
     """Measure the committed model end to end with real FHE and print the figures."""
     import json
     import platform
@@ -187,6 +190,13 @@ def bench(quick, hostile, repeats, json_path, deployment):
     from bench.costs import run_benchmarks
 
     dep = load_deployment(deployment)
+    if network:
+        from bench.network import run_network_bench
+
+        figures = run_network_bench(str(dep.directory), click.echo, quick)
+        if json_path:
+            json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        return
     shipped = shipped_scenarios(dep.name)
     approved = load_scenario(shipped / "approved.yaml", dep.directory).applicants[0].data
     if hostile:

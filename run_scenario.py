@@ -180,8 +180,10 @@ def validate(scenario_files, deployment):
 @click.option("--repeats", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="With --hostile: floods per role (and half as many runner kills per signal and mode).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
+@click.option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the measured latency distributions here (HTML, readable offline).")
 @deployment_option("Deployment to measure (default kaggle); its shipped scenarios give the applicants.")
-def bench(quick, hostile, network, repeats, json_path, deployment):
+def bench(quick, hostile, network, repeats, json_path, report_html, deployment):
     """Measure the committed model end to end with real FHE and print the figures."""
     import json
     import platform
@@ -196,6 +198,8 @@ def bench(quick, hostile, network, repeats, json_path, deployment):
         figures = run_network_bench(str(dep.directory), click.echo, quick)
         if json_path:
             json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        if report_html:
+            _bench_html(report_html, "bench --network", figures)
         return
     shipped = shipped_scenarios(dep.name)
     approved = load_scenario(shipped / "approved.yaml", dep.directory).applicants[0].data
@@ -224,22 +228,41 @@ def bench(quick, hostile, network, repeats, json_path, deployment):
         click.echo(f"{key:28} {figures[key]}")
     if json_path:
         json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    if report_html:
+        _bench_html(report_html, "bench", figures)
+
+
+def _bench_html(path: Path, title: str, figures: dict) -> None:
+    from bench.distributions import latency_series
+    from simulation.html_report import write_distributions
+
+    write_distributions(path, title, latency_series(figures), "Every repeat of the figures bench measured, seconds.")
 
 
 @cli.command()
 @click.option("--sessions", type=click.IntRange(1, 100), default=10, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
+@click.option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the sessions' latency distributions here (HTML, readable offline).")
 @deployment_option("Deployment to load (default kaggle).")
-def load(sessions, json_path, deployment):
+@network_option_decorator()
+def load(sessions, json_path, report_html, deployment, network_name):
     """Many applicants in flight at once against one evaluator process (real FHE); checks every decision."""
     import json
 
     from credit_model.deployment import load_deployment
     from bench.load import concurrent_sessions
 
-    summary = concurrent_sessions(load_deployment(deployment), sessions, click.echo)
+    network = _network(network_name)
+    summary = concurrent_sessions(load_deployment(deployment), sessions, click.echo, network=network)
     if json_path:
         json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if report_html:
+        from simulation.html_report import write_distributions
+
+        write_distributions(report_html, f"load: {sessions} concurrent sessions", summary["latencies_s"],
+                            f"{summary['correct']}/{sessions} correct in {summary['wall_s']} s; network "
+                            f"{network.label() if network else 'none'}")
     if summary["correct"] != sessions:
         raise click.ClickException(f"{sessions - summary['correct']} session(s) failed or were wrong: "
                                    f"{summary['failed']}")
@@ -336,10 +359,12 @@ def chaos(scenario_files, iterations, seed, fhe, liveness, json_path, deployment
               help="Seconds without a heartbeat after which a role is lost (also given to the roles it starts).")
 @click.option("--tabs", type=click.IntRange(1, 16), default=8, show_default=True,
               help="Browser tabs that may hold keys at once (each is one applicant).")
+@network_option_decorator()
 @click.option("--applications-per-tab", type=click.IntRange(1, 1000), default=25, show_default=True,
               help="Decided applications a tab keeps (what 'Save as scenario' writes); the evaluator is started "
                    "with --max-sessions TABS x this, and every role with --max-keys max(20, 2 x TABS).")
-def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, liveness, tabs, applications_per_tab):
+def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, liveness, tabs, network_name,
+       applications_per_tab):
     """Start the four roles (or attach to them) and serve the demo's web page on 127.0.0.1 until Ctrl-C/SIGTERM."""
     from credit_model.deployment import DeploymentError, load_deployment
     from simulation.report import INSECURE
@@ -348,6 +373,9 @@ def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, l
 
     if attach and not (keys_dir or insecure):
         raise click.UsageError("--attach needs --keys-dir (the roles' CURVE keys) or --insecure")
+    network = _network(network_name)
+    if network is not None and attach:
+        raise click.UsageError("--network cannot be emulated for roles started elsewhere (--attach)")
     try:
         dep = load_deployment(deployment)
     except DeploymentError as exc:
@@ -362,9 +390,9 @@ def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, l
         save_dir = data / "fhe-credit-sim" / "saved"
     save_dir = save_dir.resolve() / f"ui-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     driver = RoleDriver(fhe, str(dep.directory), transport, not insecure, attach, keys_dir, liveness,
-                        role_args=limits.role_args())
+                        role_args=limits.role_args(), network=network)
     click.echo(f"starting evaluator, user, bank, agency ({'attached at ' + attach if attach else transport}, "
-               f"fhe={fhe}, deployment {dep.name})")
+               f"fhe={fhe}, deployment {dep.name}{', network ' + network.label() if network else ''})")
     if attach:
         args = limits.role_args()
         click.echo(f"attached: the page keeps its {tabs} tabs apart if the evaluator was started with "

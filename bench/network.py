@@ -92,7 +92,8 @@ def round_trips(latencies_ms: tuple[float, ...] = (10, 25, 50, 100), count: int 
                "direct_median_ms": round(statistics.median(base) * 1000, 2),
                "added_median_ms": round(statistics.median(added) * 1000, 2),
                "added_p95_ms": round(added[int(0.95 * (len(added) - 1))] * 1000, 2),
-               "added_max_ms": round(added[-1] * 1000, 2), "count": count}
+               "added_max_ms": round(added[-1] * 1000, 2), "count": count,
+               "added_all_s": [round(a, 5) for a in added]}
         row["error_ms"] = round(row["added_median_ms"] - row["configured_rtt_ms"], 2)
         rows.append(row)
         log(f"round trip at {latency:g} ms one way: +{row['added_median_ms']:.1f} ms median (configured "

@@ -58,6 +58,7 @@ class CpuSampler:
     def __init__(self, pids, interval: float = 0.05):
         self.pids, self.interval = pids, interval  # pids: a callable giving role -> pid (roles can be restarted)
         self.series: dict[str, list[tuple[float, float]]] = {}
+        self._pids: dict[str, tuple[int, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
 
@@ -76,11 +77,16 @@ class CpuSampler:
         now = time.time()
         for role, pid in dict(self.pids()).items():
             seconds = cpu_seconds(pid) if pid else None
-            if seconds is not None:
-                series = self.series.setdefault(role, [])
-                if series and seconds < series[-1][1]:  # a restarted role starts from 0 again: keep counting up
-                    seconds += series[-1][1]
-                series.append((round(now, 4), round(seconds, 4)))
+            if seconds is None:
+                continue
+            series = self.series.setdefault(role, [])
+            last = series[-1][1] if series else 0.0
+            known_pid, offset = self._pids.get(role, (pid, 0.0))
+            if pid != known_pid:  # a restarted role: its new process counts on from the old one's total
+                offset = last
+            self._pids[role] = (pid, offset)
+            # never down: a child that exited unreaped leaves the tree before its time reaches the parent's
+            series.append((round(now, 4), round(max(last, offset + seconds), 4)))
 
     def stop(self) -> dict:
         self._stop.set()
@@ -128,7 +134,7 @@ def _between_roles(record: dict) -> bool:
 
 def phase_costs(report) -> list[dict]:
     """Per applicant, phase and role: sent/received bytes and messages, round trips, wall and CPU seconds.
-    Roles with nothing in a phase (no byte, no message, under 5 ms of CPU) are left out of it."""
+    Roles idle in a phase (no message, CPU under 50 ms and under 5 % of it) are left out of it."""
     sent = [m for m in report.messages if _between_roles(m)]
     received = [m for m in report.received if _between_roles(m)]
     rows = []
@@ -138,8 +144,8 @@ def phase_costs(report) -> list[dict]:
             out = [m for m in sent if m["sender"] == role and start <= m["t"] <= end]
             came = [m for m in received if m["receiver"] == role and start <= m["t"] <= end]
             cpu = cpu_between(report.cpu.get(role, []), start, end)
-            if not out and not came and (cpu or 0.0) < 0.005:
-                continue
+            if not out and not came and (cpu or 0.0) < max(0.05, 0.05 * (end - start)):
+                continue  # idle in this phase (its poll loop and heartbeats only)
             rows.append({"applicant": window["applicant"], "phase": window["phase"], "role": role,
                          "sent_bytes": sum(m["bytes"] for m in out), "received_bytes": sum(m["bytes"] for m in came),
                          "messages_sent": len(out), "messages_received": len(came),

@@ -123,7 +123,7 @@ def test_the_forwarder_relays_bytes_only():
     tree = ast.parse((ROOT / "simulation" / "shaper.py").read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"__future__", "json", "random", "socket", "sys", "threading", "time", "collections",
+    assert imported <= {"__future__", "json", "os", "random", "socket", "sys", "threading", "time", "collections",
                         "protocol.run_dir"}, imported
     spec = Shaper(Network({"user-evaluator": Link("user-evaluator", 5.0)}), {"evaluator": "ipc:///x"}).specs()
     assert spec == [{"name": "user-evaluator", "upstream": "ipc:///x", "seed": None,

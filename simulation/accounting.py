@@ -116,15 +116,16 @@ def phase_windows(steps) -> list[dict]:
     """The run's phase windows, in order: {applicant, phase, start, end}, from the runner's step records."""
     windows = []
     for step in steps:
+        who = getattr(step, "session", "") or step.applicant  # the application: alice-1, alice-2
         marks = step.detail.get("phases") if isinstance(step.detail, dict) else None
         if marks:
-            windows += [{"applicant": step.applicant, "phase": name, "role": step.role, "start": a, "end": b}
+            windows += [{"applicant": who, "step": step.name, "phase": name, "role": step.role, "start": a, "end": b}
                         for name, a, b in marks]
             continue
         name = step.name.split(" ")[0]
         phase = {"prepare+encrypt": "encrypt", "run+decrypt": "run", "explain": "explain"}.get(name, "encrypt")
-        windows.append({"applicant": step.applicant, "phase": phase, "role": step.role, "start": step.started,
-                        "end": step.ended})
+        windows.append({"applicant": who, "step": step.name, "phase": phase, "role": step.role,
+                        "start": step.started, "end": step.ended})
     return windows
 
 
@@ -146,7 +147,8 @@ def phase_costs(report) -> list[dict]:
             cpu = cpu_between(report.cpu.get(role, []), start, end)
             if not out and not came and (cpu or 0.0) < max(0.05, 0.05 * (end - start)):
                 continue  # idle in this phase (its poll loop and heartbeats only)
-            rows.append({"applicant": window["applicant"], "phase": window["phase"], "role": role,
+            rows.append({"applicant": window["applicant"], "step": window["step"], "phase": window["phase"],
+                         "role": role,
                          "sent_bytes": sum(m["bytes"] for m in out), "received_bytes": sum(m["bytes"] for m in came),
                          "messages_sent": len(out), "messages_received": len(came),
                          "round_trips": sum(m["type"] in REQUESTS for m in out),

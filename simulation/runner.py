@@ -36,6 +36,7 @@ class StepRecord:
     bytes: int = 0
     ok: bool = True
     detail: dict = field(default_factory=dict)
+    session: str = ""  # the application (session id): an applicant applying twice has two
 
 
 @dataclass
@@ -236,7 +237,7 @@ class ScenarioRunner:
         finally:
             seconds = time.perf_counter() - t0
             self.report.steps.append(StepRecord(app.name, name, role, round(seconds, 4), wall0, time.time(),
-                                                ok=ok, detail=result))
+                                                ok=ok, detail=result, session=app.session_id))
             self.progress(f"[{app.session_id}] {name:<18} {role:<9} {seconds:7.2f} s {'ok' if ok else 'error'}")
 
     def run_applicant(self, procs: ProcessSet, applicant: Applicant, session_id: str) -> None:

@@ -53,6 +53,9 @@ def test_a_run_over_a_shaped_link_pays_its_latency_on_every_message_and_says_so(
     assert runs >= 2 and explain["round_trips"] >= 3 * runs  # CANDIDATE (to the agency), RUN, GET_OUTPUT per run
     assert explain["wall_s"] >= 2 * 0.2 * runs  # RUN and GET_OUTPUT cross the shaped link
     assert all(r["cpu_s"] is not None for r in report["phase_totals"])
+    # a round trip is a request the role waited for: the evaluator only answers, so it has none in any phase
+    evaluator = [r for r in report["phase_totals"] if r["role"] == "evaluator"]
+    assert evaluator and all(r["round_trips"] == 0 and r["messages_sent"] > 0 for r in evaluator), evaluator
     assert report["bytes_per_link"]["user -> evaluator"] > 0
     assert "## What each phase cost each role" in (tmp_path / "report.md").read_text()
 

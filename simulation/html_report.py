@@ -5,6 +5,7 @@ bench, latency distributions."""
 from __future__ import annotations
 
 import html
+import statistics
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -22,7 +23,8 @@ td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:nth-child(-n+2),
 
 def _phase_bars(report, t0: float) -> list[go.Bar]:
     """One horizontal bar per phase window, in the lane of the role that did it (bank and agency encrypt in
-    their own lanes); the evaluator's lane shows each run's own seconds, ending when its OUTPUT left."""
+    their own lanes); the evaluator's lane shows each FHE run's own seconds (an explanation's too), ending when
+    its OUTPUT left."""
     bars: dict[str, dict] = {}
 
     def add(phase, lane, start, end, text):
@@ -37,9 +39,10 @@ def _phase_bars(report, t0: float) -> list[go.Bar]:
         detail = step.detail if isinstance(step.detail, dict) else {}
         out = [m for m in report.messages if m["sender"] == "evaluator" and m["type"] == "OUTPUT"
                and step.started <= m["t"] <= step.ended]
-        if "run_s" in detail and out:
-            end = out[-1]["t"]
-            add("run", "evaluator", end - detail["run_s"], end, f"{step.applicant}: FHE run {detail['run_s']:.3f} s")
+        runs = [detail["run_s"]] if "run_s" in detail else [c["run_s"] for c in detail.get("candidates", [])]
+        for seconds, output in zip(runs, out[-len(runs):] if runs else []):  # each run's OUTPUT, in order
+            end = output["t"]
+            add("run", "evaluator", end - seconds, end, f"{step.applicant}: FHE run {seconds:.3f} s")
     return [go.Bar(name=phase, orientation="h", x=b["x"], y=b["y"], base=b["base"], text=b["text"],
                    hoverinfo="text", textposition="none", marker_color=COLOURS.get(phase, "#999"),
                    legendgroup=phase) for phase, b in bars.items()]
@@ -153,7 +156,7 @@ def distributions(title: str, series: dict[str, list[float]], unit: str = "secon
 def write_distributions(path: Path, title: str, series: dict[str, list[float]], notes: str = "") -> None:
     summary = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{len(v)}</td><td>{min(v):.3f}</td>"
-        f"<td>{sorted(v)[len(v) // 2]:.3f}</td><td>{max(v):.3f}</td></tr>" for name, v in series.items() if v)
+        f"<td>{statistics.median(v):.3f}</td><td>{max(v):.3f}</td></tr>" for name, v in series.items() if v)
     table = ("<table><tr><th>series</th><th>n</th><th>min</th><th>median</th><th>max</th></tr>" + summary
              + "</table>")
     Path(path).write_text(page(title, [(f"<h1>{html.escape(title)}</h1><p>{html.escape(notes)}</p>",

@@ -66,7 +66,8 @@ def test_a_runs_html_report_draws_its_timeline_arrows_and_bytes_offline(tmp_path
     bars = drawn(browser, "return document.querySelectorAll('.js-plotly-plot')[0]"
                           ".querySelectorAll('.barlayer .point path').length")
     windows = sum(len(s["detail"].get("phases", [])) or 1 for s in data["steps"])
-    assert bars >= windows, (bars, windows)  # every phase window is a bar (and each FHE run in the evaluator's lane)
+    outputs = sum(m["type"] == "OUTPUT" for m in data["messages"])  # one FHE run each, in the evaluator's lane
+    assert outputs >= 4 and bars == windows + outputs, (bars, windows, outputs)  # and every phase window a bar
     arrows = drawn(browser, "return document.querySelectorAll('.js-plotly-plot')[0]"
                             ".querySelectorAll('.annotation-arrow-g').length")
     assert arrows == len(between) > 20, (arrows, len(between))

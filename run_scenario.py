@@ -23,6 +23,20 @@ def deployment_option(help_text: str = DEPLOYMENT_HELP):
     return click.option("--deployment", metavar="NAME|DIR", default=None, help=help_text)
 
 
+def network_option_decorator():
+    from scenarios.network import load_profiles
+
+    return click.option("--network", "network_name", type=click.Choice(sorted(load_profiles())), default=None,
+                        help="Emulate these link conditions (a profile of scenarios/network_profiles.yml) through "
+                             "the shaping forwarder; overrides a scenario's own network: block.")
+
+
+def _network(name):
+    from scenarios.network import network_option
+
+    return network_option(name)
+
+
 def _load_all(paths, deployment=None) -> list:
     loaded, errors = [], []
     for path in paths:
@@ -44,6 +58,9 @@ def cli() -> None:
 @click.argument("scenario_files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
 @click.option("--report-md", type=click.Path(dir_okay=False, path_type=Path), help="Write the Markdown report here.")
+@click.option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the HTML report here (timeline per role, messages between lanes, bytes per link; readable "
+                   "offline).")
 @click.option("--fhe", type=click.Choice(["execute", "simulate"]), default=None,
               help="execute: real FHE (default). simulate: Concrete simulation, INSECURE, for fast iteration.")
 @click.option("--strategy", type=click.Choice(["linear", "bisect"]), default=None,
@@ -62,16 +79,29 @@ def cli() -> None:
 @click.option("--keep-run-dir", is_flag=True,
               help="Keep each run's directory (CURVE secret keys, evaluation keys, ciphertexts, role logs) and print "
                    "where; by default it is removed whenever the run ends, Ctrl-C, SIGTERM and SIGKILL included.")
-def run(scenario_files, report_json, report_md, fhe, strategy, transport, deployment, insecure, attach, keys_dir,
-        liveness, keep_run_dir):
+@network_option_decorator()
+def run(scenario_files, report_json, report_md, report_html, fhe, strategy, transport, deployment, insecure, attach,
+        keys_dir, liveness, keep_run_dir, network_name):
     """Start the four processes and drive SCENARIO_FILES (default: scenarios/approved.yaml)."""
-    from simulation.report import INSECURE, summary_table, write_json, write_markdown
+    from simulation.links import check_liveness
+    from simulation.report import INSECURE, network_line, phase_table, summary_table, write_json, write_markdown
     from simulation.runner import ScenarioRunner
     from simulation.stopping import stop_on_signals
 
     if attach and not (keys_dir or insecure):
         raise click.UsageError("--attach needs --keys-dir (the roles' CURVE keys) or --insecure")
+    network = _network(network_name)
     scenarios = _load_all(scenario_files or [DEFAULT_SCENARIO], deployment)
+    for scenario in scenarios:
+        chosen = network if network is not None else scenario.network
+        if chosen is not None and chosen.shaped:
+            if attach:
+                raise click.UsageError(f"{scenario.path}: a network cannot be emulated for roles started elsewhere "
+                                       "(--attach): shape their hosts' links instead")
+            try:
+                check_liveness(chosen, liveness)
+            except ValueError as exc:
+                raise click.UsageError(f"{scenario.path}: {exc}")
     reports = []
     for scenario in scenarios:
         mode = fhe or scenario.fhe
@@ -82,13 +112,15 @@ def run(scenario_files, report_json, report_md, fhe, strategy, transport, deploy
             report = ScenarioRunner(scenario, fhe=fhe, strategy=strategy, transport=transport,
                                     deployment=scenario.deployment, progress=click.echo, secure=not insecure,
                                     attach=attach, keys_dir=keys_dir, liveness=liveness,
-                                    keep_run_dir=keep_run_dir).run()
+                                    keep_run_dir=keep_run_dir, network=network).run()
         reports.append(report)
         for app in report.applicants:
             click.echo(f"{app.session_id}: {app.explanation or app.decision or '(no decision)'}")
             for failure in app.failures:
                 click.secho(f"  FAILED {failure}", fg="red")
         click.echo(summary_table(report))
+        click.echo(network_line(report))
+        click.echo(phase_table(report))
         verdict = "PASSED" if report.passed else f"FAILED{': ' + report.fatal if report.fatal else ''}"
         if report.passed and report.failure is not None:
             verdict += f" (failed as expected: {report.failure['role']} at {report.failure['step']})"
@@ -101,6 +133,10 @@ def run(scenario_files, report_json, report_md, fhe, strategy, transport, deploy
         write_json(reports, report_json)
     if report_md:
         write_markdown(reports, report_md)
+    if report_html:
+        from simulation.html_report import write_html
+
+        write_html(reports, report_html)
     failed = [r.scenario.name for r in reports if not r.passed]
     stopped = next((r.stopped for r in reports if r.stopped), None)
     if stopped:
@@ -138,11 +174,16 @@ def validate(scenario_files, deployment):
 @click.option("--quick", is_flag=True, help="A reduced set (fewer repeats, no depth sweep): a few minutes.")
 @click.option("--hostile", is_flag=True, help="Only the hostile-peer figures (slow reader, floods, many frames, "
                                                "flood-then-disconnect per role, killed runners, hostile files).")
+@click.option("--network", "network", is_flag=True,
+              help="Only the network emulation's fidelity: the evaluation-key upload at 20 Mbit/s, the round trip a "
+                   "request gains per configured latency, a dead or stopped evaluator named across mobile's link.")
 @click.option("--repeats", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="With --hostile: floods per role (and half as many runner kills per signal and mode).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
+@click.option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the measured latency distributions here (HTML, readable offline).")
 @deployment_option("Deployment to measure (default kaggle); its shipped scenarios give the applicants.")
-def bench(quick, hostile, repeats, json_path, deployment):
+def bench(quick, hostile, network, repeats, json_path, report_html, deployment):
     """Measure the committed model end to end with real FHE and print the figures."""
     import json
     import platform
@@ -151,6 +192,15 @@ def bench(quick, hostile, repeats, json_path, deployment):
     from bench.costs import run_benchmarks
 
     dep = load_deployment(deployment)
+    if network:
+        from bench.network import run_network_bench
+
+        figures = run_network_bench(str(dep.directory), click.echo, quick)
+        if json_path:
+            json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        if report_html:
+            _bench_html(report_html, "bench --network", figures)
+        return
     shipped = shipped_scenarios(dep.name)
     approved = load_scenario(shipped / "approved.yaml", dep.directory).applicants[0].data
     if hostile:
@@ -178,22 +228,41 @@ def bench(quick, hostile, repeats, json_path, deployment):
         click.echo(f"{key:28} {figures[key]}")
     if json_path:
         json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    if report_html:
+        _bench_html(report_html, "bench", figures)
+
+
+def _bench_html(path: Path, title: str, figures: dict) -> None:
+    from bench.distributions import latency_series
+    from simulation.html_report import write_distributions
+
+    write_distributions(path, title, latency_series(figures), "Every repeat of the figures bench measured, seconds.")
 
 
 @cli.command()
 @click.option("--sessions", type=click.IntRange(1, 100), default=10, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
+@click.option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the sessions' latency distributions here (HTML, readable offline).")
 @deployment_option("Deployment to load (default kaggle).")
-def load(sessions, json_path, deployment):
+@network_option_decorator()
+def load(sessions, json_path, report_html, deployment, network_name):
     """Many applicants in flight at once against one evaluator process (real FHE); checks every decision."""
     import json
 
     from credit_model.deployment import load_deployment
     from bench.load import concurrent_sessions
 
-    summary = concurrent_sessions(load_deployment(deployment), sessions, click.echo)
+    network = _network(network_name)
+    summary = concurrent_sessions(load_deployment(deployment), sessions, click.echo, network=network)
     if json_path:
         json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if report_html:
+        from simulation.html_report import write_distributions
+
+        write_distributions(report_html, f"load: {sessions} concurrent sessions", summary["latencies_s"],
+                            f"{summary['correct']}/{sessions} correct in {summary['wall_s']} s; network "
+                            f"{network.label() if network else 'none'}")
     if summary["correct"] != sessions:
         raise click.ClickException(f"{sessions - summary['correct']} session(s) failed or were wrong: "
                                    f"{summary['failed']}")
@@ -290,10 +359,12 @@ def chaos(scenario_files, iterations, seed, fhe, liveness, json_path, deployment
               help="Seconds without a heartbeat after which a role is lost (also given to the roles it starts).")
 @click.option("--tabs", type=click.IntRange(1, 16), default=8, show_default=True,
               help="Browser tabs that may hold keys at once (each is one applicant).")
+@network_option_decorator()
 @click.option("--applications-per-tab", type=click.IntRange(1, 1000), default=25, show_default=True,
               help="Decided applications a tab keeps (what 'Save as scenario' writes); the evaluator is started "
                    "with --max-sessions TABS x this, and every role with --max-keys max(20, 2 x TABS).")
-def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, liveness, tabs, applications_per_tab):
+def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, liveness, tabs, network_name,
+       applications_per_tab):
     """Start the four roles (or attach to them) and serve the demo's web page on 127.0.0.1 until Ctrl-C/SIGTERM."""
     from credit_model.deployment import DeploymentError, load_deployment
     from simulation.report import INSECURE
@@ -302,6 +373,9 @@ def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, l
 
     if attach and not (keys_dir or insecure):
         raise click.UsageError("--attach needs --keys-dir (the roles' CURVE keys) or --insecure")
+    network = _network(network_name)
+    if network is not None and attach:
+        raise click.UsageError("--network cannot be emulated for roles started elsewhere (--attach)")
     try:
         dep = load_deployment(deployment)
     except DeploymentError as exc:
@@ -316,9 +390,9 @@ def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, l
         save_dir = data / "fhe-credit-sim" / "saved"
     save_dir = save_dir.resolve() / f"ui-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     driver = RoleDriver(fhe, str(dep.directory), transport, not insecure, attach, keys_dir, liveness,
-                        role_args=limits.role_args())
+                        role_args=limits.role_args(), network=network)
     click.echo(f"starting evaluator, user, bank, agency ({'attached at ' + attach if attach else transport}, "
-               f"fhe={fhe}, deployment {dep.name})")
+               f"fhe={fhe}, deployment {dep.name}{', network ' + network.label() if network else ''})")
     if attach:
         args = limits.role_args()
         click.echo(f"attached: the page keeps its {tabs} tabs apart if the evaluator was started with "

@@ -19,6 +19,7 @@ from protocol.messages import EvalKey, GetOutput, Input, Run, decode, encode
 from protocol.transport import make_socket
 
 from simulation.processes import ProcessSet
+from simulation.progress import Progress
 from simulation.runner import ScenarioRunner
 from scenarios.spec import Applicant, Expect, Scenario, Step
 
@@ -285,6 +286,22 @@ def run_benchmarks(deployment: Deployment, scenario_dir: Path, approved: dict, e
                    log: Log) -> dict:
     """Everything `run_scenario.py bench` prints; returns the figures (headline keys first)."""
     repeats = 2 if quick else 5
+    bar = Progress(5 if quick else 7, "bench", log, unit="section")  # one step per "== " section
+    try:
+        return _benchmarks(deployment, scenario_dir, approved, explain_cases, quick, bar, repeats)
+    finally:
+        bar.close()
+
+
+def _benchmarks(deployment, scenario_dir, approved, explain_cases, quick, bar: Progress, repeats: int) -> dict:
+    begun = []
+
+    def log(line: str) -> None:
+        if line.startswith("== "):  # a section begins: the one before it is done
+            if begun:
+                bar.update(status=begun[-1])
+            begun.append(line[3:].split(":")[0])
+        bar.log(line)
     log("== start-up: roles ready, whole runs of the CLI")
     starting = startup(deployment, scenario_dir, 1 if quick else 3, log)
     log("== in-process baseline (same keygen, encrypt, run, decrypt; one process)")
@@ -301,8 +318,13 @@ def run_benchmarks(deployment: Deployment, scenario_dir: Path, approved: dict, e
     jobs = 4 if quick else 8
     scaling = [worker_throughput(deployment, approved, n, jobs, log) for n in (1, 2)]
     single = [worker_throughput(deployment, approved, n, jobs, log, threads=1) for n in (1, 2)]
+    if not quick:
+        log("== cost against depth and bit width")
     growth = [] if quick else cost_growth((2, 3, 4, 5, 6), (2, 3, 4), log)
+    if not quick:
+        log("== cost against the number of features")
     features = [] if quick else cost_vs_features((5, 15, 30, 47), 4, 3, log)
+    bar.update()
     metrics = deployment.manifest["metrics"]
     headline = {
         "overhead_ratio": round(multi["warm_e2e_s"] / baseline["warm_s"], 3),

@@ -19,6 +19,7 @@ from protocol.messages import EvalKey, GetOutput, Input, Output, Run, decode, en
 from protocol.transport import make_socket
 
 from simulation.processes import ProcessSet
+from simulation.progress import Progress
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -51,10 +52,11 @@ def applicant_records(deployment: Deployment, count: int, seed: int) -> list[dic
 
 
 def concurrent_sessions(deployment: Deployment, sessions: int, log: Callable[[str], None] = print,
-                        seed: int = 3, timeout: float = 600.0) -> dict:
+                        seed: int = 3, timeout: float = 600.0, network=None) -> dict:
     """Each thread is one applicant with its own keys, acting for user, bank and agency over its own
     CURVE sockets; all upload keys and inputs and ask for runs at the same time. Every decision is
-    checked against the clear model, so a crossed session (decrypted under another key) shows."""
+    checked against the clear model, so a crossed session (decrypted under another key) shows. With a shaped
+    `network`, each party's sockets cross its own link to the evaluator (user-, bank-, agency-evaluator)."""
     from credit_model.training.clear_model import ClearModel
     from credit_model.training.fhe_model import ml_client
 
@@ -63,19 +65,21 @@ def concurrent_sessions(deployment: Deployment, sessions: int, log: Callable[[st
     expected = [clear.approved(r) for r in records]
     results: list[dict | None] = [None] * sessions
     with tempfile.TemporaryDirectory(prefix="fcs-load-") as tmp:
-        procs = ProcessSet(Path(tmp), "ipc", "execute", str(deployment.directory))
+        procs = ProcessSet(Path(tmp), "ipc", "execute", str(deployment.directory), network=network)
         ctx = zmq.Context()
         try:
             procs.start(300, ("evaluator",))
-            endpoint, keys_dir = procs.endpoints["evaluator"], procs.keys_dir
+            keys_dir = procs.keys_dir
+            endpoint = {party: procs.role_endpoints(party)["evaluator"] for party in PARTIES}
 
             def applicant(i: int) -> None:
                 socks = {}
+                started = time.perf_counter()
                 try:
                     for party in PARTIES:
                         sock = make_socket(ctx, zmq.DEALER, f"{party}:{i}")
                         Curve.load(party, keys_dir).client("evaluator")(sock)
-                        sock.connect(endpoint)
+                        sock.connect(endpoint[party])
                         socks[party] = sock
 
                     def ask(party, message):
@@ -96,13 +100,16 @@ def concurrent_sessions(deployment: Deployment, sessions: int, log: Callable[[st
                     if not isinstance(out, Output):
                         raise RuntimeError(f"applicant {i}: {out}")
                     approved = is_approved(client.decrypt_probabilities(out.ciphertext)[0])
-                    results[i] = {"approved": approved, "expected": expected[i], "run_s": out.run_seconds}
+                    results[i] = {"approved": approved, "expected": expected[i], "run_s": out.run_seconds,
+                                  "session_s": round(time.perf_counter() - started, 3)}
                 except Exception as exc:  # noqa: BLE001 - counted as a failed session
                     results[i] = {"error": f"{type(exc).__name__}: {exc}"}
                 finally:
                     for sock in socks.values():
                         sock.close(linger=0)
+                    bar.update(status=f"{sum(1 for r in results if r and 'error' in r)} failed")
 
+            bar = Progress(sessions, "sessions", log, unit="session")
             t0 = time.perf_counter()
             threads = [threading.Thread(target=applicant, args=(i,)) for i in range(sessions)]
             for t in threads:
@@ -110,6 +117,7 @@ def concurrent_sessions(deployment: Deployment, sessions: int, log: Callable[[st
             for t in threads:
                 t.join(timeout)
             wall = time.perf_counter() - t0
+            bar.close()
             status = procs.command("evaluator", "status", {}, 30)
             memory = {"evaluator": peak_rss_mb(procs.procs["evaluator"].popen.pid),
                       "driver (user, bank and agency for every applicant)": peak_rss_mb(os.getpid())}
@@ -120,7 +128,10 @@ def concurrent_sessions(deployment: Deployment, sessions: int, log: Callable[[st
     summary = {"sessions": sessions, "wall_s": round(wall, 2), "correct": correct,
                "failed": [r for r in results if not r or "error" in r],
                "approved": sum(1 for r in results if r and r.get("approved")),
-               "peak_rss_mb": memory, "evaluator_status": status}
+               "peak_rss_mb": memory, "evaluator_status": status,
+               "network": network.as_dict() if network is not None else None,
+               "latencies_s": {"session (keygen to decision)": [r["session_s"] for r in results if r and "session_s" in r],
+                               "FHE run at the evaluator": [r["run_s"] for r in results if r and "run_s" in r]}}
     log(f"{sessions} concurrent sessions: {correct}/{sessions} correct in {wall:.1f} s; peak memory {memory}")
     return summary
 

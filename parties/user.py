@@ -137,9 +137,12 @@ class User(Node):
             raise ProtocolError(f"application {session_id!r} uses key id {app.key_id!r}", ErrorCode.ILLEGAL_STATE)
         if not app.machine.can(Event.PREPARE):
             app.machine.fire(Event.PREPARE)
+        marks = [time.time()]  # the phases' boundaries (wall clock), for the reports: keygen, key upload, encrypt
         result = self.use_keys(key_id)
+        marks.append(time.time())
         result.update(self.ensure_evaluation_key(key_id) if not self.simulate else {"eval_key_uploaded": False})
         result.update(self.share_client_key(key_id))
+        marks.append(time.time())
         t0 = time.perf_counter()
         ciphertext = self.cipher.encrypt(self.keys.get(key_id), "user", matrix)
         result["encrypt_s"] = round(time.perf_counter() - t0, 4)
@@ -147,6 +150,9 @@ class User(Node):
         result.update({"bytes": len(ciphertext), "preview": blob_preview(ciphertext),
                        "preview_at": preview_offset(len(ciphertext))})
         app.digests["user"] = hashlib.sha256(ciphertext).hexdigest()
+        marks.append(time.time())
+        result["phases"] = [[name, round(a, 6), round(b, 6)]
+                            for name, a, b in zip(("keygen", "key upload", "encrypt"), marks, marks[1:])]
         app.machine.fire(Event.PREPARE)
         self.apps[session_id] = app
         return result
@@ -157,7 +163,7 @@ class User(Node):
         decrypt it."""
         app.runs += 1
         run_id = f"r{app.runs}-{secrets.token_hex(4)}"
-        t0 = time.perf_counter()
+        t0, wall0 = time.perf_counter(), time.time()
         self.evaluator.request(Run(app.session_id, run_id, variants), self.settings.request_timeout)
         deadline = time.monotonic() + self.settings.run_timeout
         while True:
@@ -177,7 +183,7 @@ class User(Node):
             raise ProtocolError(f"the evaluator's output of run {run_id} is bound to other inputs than this run's "
                                 f"(party {', '.join(wrong)}): refused", ErrorCode.BAD_CIPHERTEXT)
         wait_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
+        t1, wall1 = time.perf_counter(), time.time()
         decryptor = self.cipher.simulator if self.simulate else self.keys.get(app.key_id)
         if decryptor is None:
             raise ProtocolError(f"the keys of {app.key_id!r} are no longer kept (more than max_keys applicants)",
@@ -191,7 +197,8 @@ class User(Node):
                 "run_s": round(output.run_seconds, 4), "wait_s": round(wait_s, 4),
                 "decrypt_s": round(time.perf_counter() - t1, 4), "output_bytes": len(output.ciphertext),
                 "output_preview": blob_preview(output.ciphertext),
-                "output_preview_at": preview_offset(len(output.ciphertext))}
+                "output_preview_at": preview_offset(len(output.ciphertext)),
+                "phases": [["run", round(wall0, 6), round(wall1, 6)], ["decrypt", round(wall1, 6), round(time.time(), 6)]]}
 
     def predict(self, session_id: str) -> dict:
         app = self.application(session_id)

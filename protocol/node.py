@@ -266,8 +266,8 @@ class Node:
             self.stopping = True
             return Result("shutdown", {})
         if message.action == "stats":
-            return Result("stats", {"messages": self.traffic.drain(), "dropped": self.traffic.dropped,
-                                    "pid": os.getpid()})
+            return Result("stats", {"messages": self.traffic.drain(), "received": self.traffic.drain_received(),
+                                    "dropped": self.traffic.dropped, "pid": os.getpid()})
         try:
             return Result(message.action, self.on_command(message.action, dict(message.params)))
         except KeyError as exc:  # a COMMAND without a parameter its action needs: the sender's error, not a bug
@@ -304,6 +304,7 @@ class Node:
                 if not got.frames:
                     continue
                 sender = self._sender(got.identity, got.user_id)
+                self.traffic.add_received(sender, got.frames)
                 self.current_identity = got.identity
                 reply, seq = self._reply_for(channel, sender, got)
                 if reply is not None:

@@ -211,16 +211,30 @@ class TrafficRecord:
 
 
 class TrafficLog:
-    """Every message a role sends: who to, what type, how many bytes, a hex preview of its first blob.
+    """Every message a role sends: who to, what type, how many bytes, a hex preview of its first blob; and every
+    message it receives (who from, type, bytes, when it arrived whole), for the reports' timelines.
 
-    Bounded: it keeps the latest `limit` records and counts the ones it had to drop, so a role that
+    Bounded: it keeps the latest `limit` records of each and counts the ones it had to drop, so a role that
     nobody drains (no runner, or a hostile peer making it answer) cannot grow without end."""
 
     def __init__(self, role: str, limit: int = 5000):
         self.role = role
         self._records: deque[TrafficRecord] = deque(maxlen=limit)
+        self._received: deque[TrafficRecord] = deque(maxlen=limit)
         self.dropped = 0
         self._lock = threading.Lock()
+
+    def add_received(self, sender: str, frames: Sequence[bytes]) -> None:
+        """A message that arrived from `sender` (all its frames, or what was kept of one over its limit)."""
+        kind = bytes(frames[1]).decode("ascii", "replace")[:16] if len(frames) > 1 else "?"
+        rec = TrafficRecord(time.time(), sender, self.role, kind, sum(len(f) for f in frames), "")
+        with self._lock:
+            self._received.append(rec)
+
+    def drain_received(self) -> list[dict]:
+        with self._lock:
+            records, self._received = list(self._received), deque(maxlen=self._received.maxlen)
+        return [asdict(r) for r in records]
 
     def add(self, receiver: str, frames: Sequence[bytes]) -> None:
         rec = TrafficRecord(time.time(), self.role, receiver, bytes(frames[1]).decode("ascii", "replace")[:16],
@@ -350,6 +364,8 @@ class PeerClient:
                     raise PeerTimeout(f"{self.name} did not answer {what} within {timeout:.1f} s")
                 continue
             got = receive(self.socket, router=False)
+            if got.frames:
+                self.traffic.add_received(self.name, got.frames)
             if self.on_receive is not None:
                 self.on_receive(got.frames)
             if got.too_large:

@@ -15,6 +15,8 @@ from protocol.errors import ErrorCode
 from protocol.messages import MessageType
 from protocol.safe_yaml import UnsafeYamlError, key_path, load_yaml
 
+from .network import Network, NetworkError, parse_network
+
 MESSAGE_TYPES = tuple(t.value for t in MessageType)
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
@@ -99,6 +101,7 @@ class Scenario:
     request_timeout_s: float | None = None
     faults: tuple[Fault, ...] = ()
     expect_failure: dict | None = None  # {"role": ..., "step": ...}: the run must fail cleanly so
+    network: Network | None = None  # link conditions (scenarios/network.py); None: loopback as it is
 
 
 class _Checker:
@@ -209,7 +212,7 @@ def parse_scenario(text: str | bytes, path: Path | str, deployment: str | Path |
         raise ScenarioError(path, exc.where or "file", exc.reason) from None
     raw = c.mapping(raw, "", {"name", "description", "applicants"},
                     {"deployment", "fhe", "transport", "strategy", "deadline_s", "command_timeout_s",
-                     "request_timeout_s", "faults", "expect_failure"})
+                     "request_timeout_s", "faults", "expect_failure", "network"})
     name = c.text(raw["name"], "name", NAME)
     description = c.text(raw["description"], "description", limit=300)
     deadline = c.seconds(raw.get("deadline_s", 900.0), "deadline_s")
@@ -243,7 +246,17 @@ def parse_scenario(text: str | bytes, path: Path | str, deployment: str | Path |
         deadline_s=deadline, command_timeout_s=command_timeout, request_timeout_s=request_timeout,
         faults=_faults(c, raw.get("faults", []), len(applicants)),
         expect_failure=_expect_failure(c, raw.get("expect_failure")),
+        network=_network(c, raw.get("network")),
     )
+
+
+def _network(c: _Checker, raw) -> Network | None:
+    if raw is None:
+        return None
+    try:
+        return parse_network(c.path, "network", raw)
+    except NetworkError as exc:
+        c.fail(exc.where, exc.expected)
 
 
 def _faults(c: _Checker, raw, applicants: int) -> tuple[Fault, ...]:

@@ -23,6 +23,7 @@ from typing import Callable
 from protocol.liveness import DEFAULT_LIVENESS_S
 
 from simulation.processes import ROLES, ProcessSet
+from simulation.progress import Progress
 from simulation.runner import ScenarioRunner
 from scenarios.spec import Scenario
 
@@ -156,6 +157,12 @@ def run_chaos(scenarios: list[Scenario], iterations: int, seed: int, fhe: str | 
     """Run `iterations` faulted runs over the scenarios in turn; returns the per-iteration results and summary."""
     _become_subreaper()
     rng = random.Random(seed)
+    with Progress(len(scenarios) + iterations, "chaos", log, unit="run") as bar:
+        return _chaos(scenarios, iterations, seed, fhe, liveness, bar, rng)
+
+
+def _chaos(scenarios, iterations, seed, fhe, liveness, bar: Progress, rng: random.Random) -> dict:
+    log = bar.log
     durations = {}
     for scenario in scenarios:  # each scenario's fault-free duration, to draw fault moments within
         report = ScenarioRunner(scenario, fhe=fhe, liveness=liveness).run()
@@ -163,6 +170,7 @@ def run_chaos(scenarios: list[Scenario], iterations: int, seed: int, fhe: str | 
             raise RuntimeError(f"{scenario.name} fails without any fault: {report.fatal}")
         durations[scenario.name] = report.duration_s
         log(f"baseline {scenario.name}: passed in {report.duration_s:.1f} s")
+        bar.update(status=f"baseline {scenario.name}")
     results: list[Iteration] = []
     for index in range(1, iterations + 1):
         scenario = scenarios[(index - 1) % len(scenarios)]
@@ -191,6 +199,7 @@ def run_chaos(scenarios: list[Scenario], iterations: int, seed: int, fhe: str | 
         took = f"{item.detection_s:.1f} s after the fault" if item.detection_s is not None else "no fault fired"
         log(f"{index:>3} {scenario.name:<22} {action:<13} {role:<9} at {at_s:5.2f} s -> {item.outcome}, "
             f"{took}: {item.detail}")
+        bar.update(status=f"{sum(not r.ok for r in results)} failed")
     detections = sorted(r.detection_s for r in results if r.detection_s is not None and r.outcome == "clean failure")
     summary = {
         "iterations": iterations, "seed": seed, "fhe": fhe or "scenario's", "liveness_s": liveness,

@@ -22,6 +22,9 @@ from protocol.liveness import DEFAULT_LIVENESS_S, RouterWatch
 from protocol.messages import Command, Error, Packet, Ready, Result, Shutdown, decode, encode
 from protocol.run_dir import Presence
 from protocol.transport import RateLimitedLog, TrafficLog, make_socket, receive, role_of, send_nowait
+from scenarios.network import Network
+
+from simulation.links import Shaper, check_liveness
 
 ROLES = ("evaluator", "user", "bank", "agency")
 MODULES = {"evaluator": "evaluator", "user": "parties.user", "bank": "parties.bank", "agency": "parties.agency"}
@@ -94,15 +97,24 @@ class ProcessSet:
 
     def __init__(self, run_dir: Path, transport: str, fhe: str, deployment: str | None,
                  extra_args: dict[str, list[str]] | None = None, secure: bool = True,
-                 attach: str | None = None, keys_dir: Path | None = None, liveness: float = DEFAULT_LIVENESS_S):
+                 attach: str | None = None, keys_dir: Path | None = None, liveness: float = DEFAULT_LIVENESS_S,
+                 network: Network | None = None):
         """With `attach`, start nothing: roles started elsewhere connect to that control endpoint
-        (CURVE keys then come from `keys_dir`, which must hold runner.key_secret)."""
+        (CURVE keys then come from `keys_dir`, which must hold runner.key_secret). With a shaped `network`, the
+        roles connect to each other through the shaping forwarder (simulation/shaper.py), one port per link."""
+        if network is not None and network.shaped:
+            if attach:
+                raise ValueError("a network cannot be emulated for roles started elsewhere (--attach): shape their "
+                                 "hosts' links (tests/test_netns.py does it with tc)")
+            check_liveness(network, liveness)
         self.run_dir = Path(run_dir)
         self.attach = attach
         self.endpoints = {"control": attach} if attach else endpoints_for(transport, self.run_dir)
         self.fhe, self.deployment = fhe, deployment
         self.extra_args = extra_args or {}
         self.liveness = liveness  # a role silent this long (no heartbeat, no connection) is lost
+        self.network = network if network is not None and network.shaped else None
+        self.shaper = Shaper(self.network, self.endpoints) if self.network else None
         self.ctx = zmq.Context()
         self.control = make_socket(self.ctx, zmq.ROUTER, max_frame=Result.MAX_BYTES, liveness=liveness)
         self.watch = RouterWatch(self.control)
@@ -125,10 +137,16 @@ class ProcessSet:
         self.log_refusal = RateLimitedLog(log)  # a flooding peer must not flood the runner's output too
         self._seq = 0
 
+    def role_endpoints(self, role: str) -> dict[str, str]:
+        """The endpoints a role is given: its own to bind, its peers' to connect to (through the forwarder's port
+        for each shaped link of which it is the client)."""
+        return {**self.endpoints, **(self.shaper.peer_endpoints(role) if self.shaper else {})}
+
     def command_line(self, role: str) -> list[str]:
+        ends = self.role_endpoints(role)
         args = [sys.executable, "-m", MODULES[role], "--control", self.endpoints["control"],
-                "--evaluator", self.endpoints["evaluator"], "--bank", self.endpoints["bank"],
-                "--agency", self.endpoints["agency"], "--workdir", str(self.run_dir / role),
+                "--evaluator", ends["evaluator"], "--bank", ends["bank"],
+                "--agency", ends["agency"], "--workdir", str(self.run_dir / role),
                 "--fhe", self.fhe]
         if self.deployment:
             args += ["--deployment", str(self.deployment)]
@@ -141,6 +159,8 @@ class ProcessSet:
     def start(self, timeout: float, roles: tuple[str, ...] = ROLES) -> dict[str, int]:
         """Start the roles and wait until each has said READY; returns role -> pid."""
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
+        if self.shaper is not None and self.shaper.proc is None:
+            self.shaper.start(timeout)
         for role in roles if not self.attach else ():
             log_path = self.run_dir / f"{role}.log"
             fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # a restarted role appends
@@ -342,6 +362,8 @@ class ProcessSet:
             if code is not None and code < 0 and sent not in (signal.Signals(-code).name, "before stop"):
                 self.ended_by[role] = f"{signal.Signals(-code).name} (not from the runner)"
             self.ended_by.setdefault(role, "SHUTDOWN")
+        if self.shaper is not None:
+            self.shaper.stop()
         self.watch.close()
         self.control.close(linger=0)
         if self.curve is not None:

@@ -13,8 +13,10 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.liveness import DEFAULT_LIVENESS_S
 from protocol.run_dir import make_run_dir
 
+from simulation.accounting import CpuSampler
 from simulation.processes import ROLES, ProcessSet, RoleFailure
 from simulation.stopping import RunStopped, deferred_signals, stopped_by
+from scenarios.network import Network
 from scenarios.spec import Applicant, Scenario, Step
 
 # READY deadline: start-up measured at 1.1-1.3 s on an idle 2-core machine (bench `roles_ready_s`) and a few
@@ -34,6 +36,7 @@ class StepRecord:
     bytes: int = 0
     ok: bool = True
     detail: dict = field(default_factory=dict)
+    session: str = ""  # the application (session id): an applicant applying twice has two
 
 
 @dataclass
@@ -68,6 +71,9 @@ class RunReport:
     ended_by: dict[str, str] = field(default_factory=dict)  # how each role ended (ProcessSet.stop)
     run_dir: str | None = None  # only when it was kept (--keep-run-dir, or given by the caller)
     stopped: str | None = None  # "stopped by SIGTERM" when a signal ended the run
+    network: Network | None = None  # the link conditions the run was emulated under (None: loopback as it is)
+    cpu: dict = field(default_factory=dict)  # role -> [(time, cumulative CPU seconds)] (simulation/accounting.py)
+    received: list[dict] = field(default_factory=list)  # every message a role received (time of arrival)
 
     @property
     def passed(self) -> bool:
@@ -88,7 +94,7 @@ class ScenarioRunner:
                  extra_args: dict[str, list[str]] | None = None, secure: bool = True,
                  attach: str | None = None, keys_dir: str | None = None, liveness: float = DEFAULT_LIVENESS_S,
                  start_timeout: float = START_TIMEOUT, on_start: Callable[[ProcessSet], None] | None = None,
-                 keep_run_dir: bool = False):
+                 keep_run_dir: bool = False, network: Network | None = None):
         self.scenario = scenario
         self.fhe = fhe or scenario.fhe
         self.strategy = strategy
@@ -114,7 +120,8 @@ class ScenarioRunner:
         self.liveness, self.start_timeout, self.on_start = liveness, start_timeout, on_start
         self.keep_run_dir = keep_run_dir  # a given run_dir is the caller's, and kept too
         self.phase = "start"
-        self.report = RunReport(scenario, self.fhe, strategy or scenario.strategy)
+        self.network = network if network is not None else scenario.network
+        self.report = RunReport(scenario, self.fhe, strategy or scenario.strategy, network=self.network)
         self.deadline = 0.0
 
     def remaining(self) -> float:
@@ -129,18 +136,22 @@ class ScenarioRunner:
         self.deadline = started + self.scenario.deadline_s
         run_dir = Path(self.run_dir) if self.run_dir else make_run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
-        procs, stopped = None, False
+        procs, stopped, sampler = None, False, None
         self.phase = "start"
         try:
             procs = ProcessSet(run_dir, self.transport, self.fhe, self.deployment, self.extra_args, self.secure,
-                               self.attach, self.keys_dir, self.liveness)
+                               self.attach, self.keys_dir, self.liveness, self.network)
             how = f"attached at {self.attach}" if self.attach else self.transport
+            if procs.network is not None:
+                how += f", network {procs.network.label()} through the shaping forwarder"
             self.progress(f"{'waiting for' if self.attach else 'starting'} {', '.join(ROLES)} ({how}, "
                           f"fhe={self.fhe}, {'CurveZMQ' if self.secure else 'INSECURE: no CurveZMQ'})")
             if self.on_start is not None:
                 self.on_start(procs)  # e.g. the chaos command arms its fault once the processes exist
             self.report.processes = procs.start(min(self.start_timeout, self.remaining()))
             self.progress("all roles ready: " + ", ".join(f"{r}={p}" for r, p in self.report.processes.items()))
+            sampler = CpuSampler(lambda: {r: p.popen.pid for r, p in procs.procs.items() if p.popen is not None})
+            sampler.start()
             counts: dict[str, int] = {}
             for applicant in self.scenario.applicants:
                 counts[applicant.name] = counts.get(applicant.name, 0) + 1
@@ -150,6 +161,7 @@ class ScenarioRunner:
             for role in procs.procs:
                 stats = procs.command(role, "stats", {}, min(30.0, self.remaining()))
                 self.report.messages.extend(stats["messages"])
+                self.report.received.extend(stats.get("received", []))
             self.report.messages.extend(procs.traffic.drain())
         except ProtocolError as exc:
             stopped = isinstance(exc, RunStopped)
@@ -164,6 +176,8 @@ class ScenarioRunner:
             self.progress(f"FATAL {self.report.fatal}")
         finally:
             with deferred_signals():  # a second Ctrl-C does not cut the clean-up short
+                if sampler is not None:
+                    self.report.cpu = sampler.stop()
                 if procs is not None:
                     self.report.exit_codes = procs.stop(at_once=stopped)
                     self.report.ended_by = dict(procs.ended_by)
@@ -223,7 +237,7 @@ class ScenarioRunner:
         finally:
             seconds = time.perf_counter() - t0
             self.report.steps.append(StepRecord(app.name, name, role, round(seconds, 4), wall0, time.time(),
-                                                ok=ok, detail=result))
+                                                ok=ok, detail=result, session=app.session_id))
             self.progress(f"[{app.session_id}] {name:<18} {role:<9} {seconds:7.2f} s {'ok' if ok else 'error'}")
 
     def run_applicant(self, procs: ProcessSet, applicant: Applicant, session_id: str) -> None:

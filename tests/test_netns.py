@@ -46,7 +46,7 @@ def hosts():
     """Six namespaces (a hub with a bridge, one per role and one for the runner); address per host."""
     tag = f"fcs{os.getpid() % 10000}"
     hub, subnet = f"{tag}-hub", f"10.231.{os.getpid() % 200}"
-    made, links = [hub], {}
+    made, links, inner_devs = [hub], {}, {}
     try:
         sh("ip", "netns", "add", hub)
         sh("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
@@ -66,7 +66,9 @@ def hosts():
             sh("ip", "-n", hub, "link", "set", outer, "up")
             address[name] = f"{subnet}.{i}"
             links[name] = outer
-        yield {"ns": {n: f"{tag}-{n}" for n in NAMES}, "address": address, "hub": hub, "links": links}
+            inner_devs[name] = inner
+        yield {"ns": {n: f"{tag}-{n}" for n in NAMES}, "address": address, "hub": hub, "links": links,
+               "inner": inner_devs}
     finally:
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -453,3 +455,47 @@ def test_delay_and_loss_on_the_banks_link_mid_run_still_give_the_clean_runs_deci
     assert ("runner", "SHUTDOWN") in bank_capture.messages()
     assert set(report["ended_by"].values()) == {"SHUTDOWN (attached: its connection closed)"}, report["ended_by"]
     assert tree.leftovers() == {}
+
+
+# --- the kernel's shaping between namespaces (issue 21) ----------------------------------------------------------
+UPLOAD_MBIT = 20.0
+
+
+@pytest.mark.fhe
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_kernels_shaping_holds_the_evaluation_key_upload_to_its_rate(hosts, tmp_path):
+    """Real FHE, the full key protocol, each role in its namespace: simulation/kernel_shaping.py puts an HTB class
+    of 20 Mbit/s on the user's device towards the evaluator's address (and 20 Mbit/s back). The evaluation key's
+    upload (EVAL_KEY until its ACK, the user's eval_key_upload_s) can be no faster than its bytes at that rate
+    (15.1 s, less 10 % for the bucket's burst and clock); above, the bound is generous (the kernel counts TCP/IP
+    headers too, about 4 % at this MSS, the ACK waits for the evaluator's check of the key, and other tests may load
+    the cores). The target (15.1 s ± 10 %) is measured alone: the figure is printed (-s) and kept in BENCHMARKS.md,
+    "Network emulation"."""
+    from scenarios.network import Link, Network
+    from simulation import kernel_shaping
+
+    keys = make_keys(tmp_path)
+    roles = {r: {"ns": hosts["ns"][r], "dev": hosts["inner"][r], "address": hosts["address"][r]}
+             for r in ("evaluator", "user", "bank", "agency")}
+    network = Network({"user-evaluator": Link("user-evaluator", 0.0, 0.0, UPLOAD_MBIT, UPLOAD_MBIT)}, "kernel")
+    missing = kernel_shaping.apply(network, roles)
+    assert missing == []  # no latency asked: nothing the kernel cannot do
+    url, procs = start_roles(hosts, keys, tmp_path / "run", "execute")
+    try:
+        runner = start_runner(hosts, url, keys, SCENARIO_DIR / "approved.yaml", "execute", tmp_path)
+        code = runner.wait(240)
+    finally:
+        stop(procs)
+        shown = subprocess.run(["tc", "-n", roles["user"]["ns"], "-s", "class", "show", "dev", roles["user"]["dev"]],
+                               capture_output=True, text=True).stdout
+        kernel_shaping.remove(roles)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert code == 0 and report["passed"], (tmp_path / "runner.log").read_text()[-3000:]
+    detail = report["steps"][0]["detail"]
+    ideal = detail["eval_key_bytes"] * 8 / (UPLOAD_MBIT * 1e6)
+    print(f"kernel shaping: {detail['eval_key_bytes']:,} B at {UPLOAD_MBIT:g} Mbit/s in "
+          f"{detail['eval_key_upload_s']:.2f} s (ideal {ideal:.2f} s)")
+    assert 0.9 * ideal <= detail["eval_key_upload_s"] <= 1.5 * ideal, (detail["eval_key_upload_s"], ideal, shown)
+    assert re.search(r"class htb 1:10 .*rate 20Mbit", shown), shown  # the class was there, and carried the key
+    assert int(re.search(r"class htb 1:10 [^\n]*\n\s*Sent (\d+) bytes", shown)[1]) > detail["eval_key_bytes"]

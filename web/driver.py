@@ -68,9 +68,9 @@ class RoleDriver:
     def __init__(self, fhe: str = "execute", deployment: str | None = None, transport: str = "ipc",
                  secure: bool = True, attach: str | None = None, keys_dir: str | None = None,
                  liveness: float = DEFAULT_LIVENESS_S, command_timeout: float = COMMAND_TIMEOUT,
-                 role_args: dict[str, list[str]] | None = None):
+                 role_args: dict[str, list[str]] | None = None, network=None):
         self.fhe, self.command_timeout, self.attach = fhe, command_timeout, attach
-        self._args = (transport, fhe, deployment, role_args or {}, secure, attach, keys_dir, liveness)
+        self._args = (transport, fhe, deployment, role_args or {}, secure, attach, keys_dir, liveness, network)
         self._jobs: queue.Queue = queue.Queue(maxsize=MAX_QUEUED)
         self._ready = threading.Event()
         self._stopping = threading.Event()

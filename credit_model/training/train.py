@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from tqdm import tqdm
 import pandas as pd
 
 from credit_model.training import reference_tree
@@ -290,7 +291,8 @@ def measure_fhe(directory: Path, slices, preprocessors, rows: pd.DataFrame, mode
     clear = model.predict(_party_matrix(preprocessors, rows))
     sizes: dict[str, int] = {}
     runs, predictions, p_approved, output_bytes = [], [], [], 0
-    for i in range(len(rows)):
+    # a progress bar on a terminal (tqdm: quiet when stderr is not one), for the held-out applicants run in FHE
+    for i in tqdm(range(len(rows)), desc="FHE check", unit="applicant", disable=None, leave=False):
         row = rows.iloc[i:i + 1]
         blobs = []
         for party in PARTIES:

@@ -144,11 +144,13 @@ def runner_role(repeats: int, seconds: float = 2.0, connections: int = 16, log: 
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 out = runner.communicate(timeout=120)[0] if alive else runner.communicate()[0]
                 passed = alive and runner.returncode == 0 and "PASSED" in out
+                why = "" if passed else " (" + " | ".join(
+                    line.strip()[:200] for line in out.splitlines() if "FAIL" in line or "error" in line.lower())[-600:] + ")"
                 rounds.append({"sent": sent, "alive": alive, "ping_s": time.perf_counter() - t0 if passed else None,
-                               "output_lines": len(out.splitlines())})
+                               "output_lines": len(out.splitlines()), "failure": why.strip(" ()") or None})
                 log(f"runner: flood {i + 1}/{repeats}: {sent:,} messages on its control socket, then gone; "
                     f"{'alive' if alive else 'DIED (exit %s)' % runner.returncode}; "
-                    f"the scenario then {'PASSED' if passed else 'did not pass'}")
+                    f"the scenario then {'PASSED' if passed else 'did not pass' + why}")
             finally:
                 for proc in roles + [runner]:
                     if proc.poll() is None:

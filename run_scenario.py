@@ -145,6 +145,23 @@ def run(scenario_files, report_json, report_md, report_html, fhe, strategy, tran
         raise click.ClickException(f"expectations did not hold in: {', '.join(failed)}")
 
 
+@cli.command("cluster-certs")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", "names", multiple=True, default=("evaluator", "scheduler", "worker"), show_default=True,
+              help="One certificate per name (repeat the option).")
+def cluster_certs(directory, names):
+    """Create the evaluator operator's private CA and TLS certificates for its Dask cluster (openssl).
+
+    DIRECTORY/<name>/ holds ca.pem, cert.pem and key.pem: give it to that host (`python -m evaluator --engine dask
+    --cluster-tls DIR/evaluator`, `dask scheduler --tls-ca-file ... --tls-cert ... --tls-key ...`, the same for
+    `dask worker`). DIRECTORY/ca.key signs them and stays with the operator. The parties never get any of these.
+    """
+    from evaluator.cluster import make_certs
+
+    make_certs(directory, tuple(names))
+    click.echo(f"wrote a CA and {len(names)} certificate(s) to {directory}/<name>/ ({', '.join(names)})")
+
+
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 def keys(directory):

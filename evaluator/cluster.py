@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import socket
 import subprocess
@@ -110,10 +111,20 @@ def start_local(workers: int, worker_threads: int, tls_dir: str | None, workdir:
     sec = security(tls_dir)
     local_dir = workdir / "dask"
     local_dir.mkdir(mode=0o700, exist_ok=True)
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           protocol="tls://" if sec else "tcp://", security=sec, dashboard_address=None,
-                           local_directory=str(local_dir), env=env, silence_logs=40)
+    import dask
+    # Runs go where the evaluator sends them (a worker holding their key): the scheduler does not steal them.
+    with dask.config.set({"distributed.scheduler.work-stealing": False}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               protocol="tls://" if sec else "tcp://", security=sec, dashboard_address=None,
+                               local_directory=str(local_dir), env=env, silence_logs=logging.WARNING)
     return cluster, sec
+
+
+def quiet_dask_logs() -> None:
+    """Dask's INFO lines (every connection, every plugin) would drown the evaluator's own log."""
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker",
+                 "distributed.core", "distributed.http.proxy", "distributed.deploy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def connect(address: str, sec, timeout: float = 10.0):

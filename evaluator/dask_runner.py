@@ -41,7 +41,8 @@ class DaskRunner:
 
     def __init__(self, *, deployment: str, simulate: bool, cache_bytes: int, warmup_inputs: list[bytes] | None,
                  scheduler: str | None, tls_dir: str | None, workers: int, worker_threads: int, workdir: Path):
-        from .cluster import check_scheduler, security, start_local
+        from .cluster import check_scheduler, quiet_dask_logs, security, start_local
+        quiet_dask_logs()
         from .dask_worker import CircuitPlugin
         self.plugin = CircuitPlugin(deployment, simulate, cache_bytes)
         self.simulate, self.warmup_inputs = simulate, warmup_inputs
@@ -199,6 +200,8 @@ class DaskRunner:
         future = client.submit(run_circuit, sha, key_future, inputs, workers=[target], allow_other_workers=True,
                                pure=False, key=f"run-{job.session_id}-{job.run_id}-{attempt}")
         self.inflight[target] = self.inflight.get(target, 0) + 1
+        log.info("evaluator: run %s of %s submitted to worker %s (attempt %d)", job.run_id, job.session_id, target,
+                 attempt)
         future.add_done_callback(lambda f: self.events.put(("done", (job, target), f, attempt)))
 
     def _prime(self, path: Path) -> None:
@@ -239,8 +242,10 @@ class DaskRunner:
             return
         # Lost with its worker, or with the scheduler: try elsewhere while the cluster is there.
         try:
-            reason = f"{type(future.exception()).__name__}: {future.exception()}"
-        except Exception as exc:  # noqa: BLE001 - a cancelled future has no exception, only a reason
+            error = future.exception() if future.status == "error" else None
+            reason = f"{type(error).__name__}: {error}" if error is not None else \
+                f"{future.status}: its worker, or the worker holding its key, was lost"
+        except Exception as exc:  # noqa: BLE001 - whatever the future says, the run is lost
             reason = f"{type(exc).__name__}: {exc}"
         reason = reason[:300]
         lost_scheduler = self.client is None or self.client.status != "running"

@@ -82,11 +82,19 @@ def test_two_local_dask_workers_give_the_clear_models_decisions_and_a_killed_wor
     faults: list[FaultOnMessage] = []
 
     def kill_the_busy_worker():
-        log = (run_dir / "evaluator.log").read_text()
-        placed = re.findall(r"evaluation key \S+ placed on worker (\S+)", log)
-        pid = pid_listening_on(placed[0])
+        # The evaluator logs where it sent ada's run (the worker holding her key) just after it answered RUN; the run
+        # waits there for the key's warm-up (Concrete's set-up, seconds), then runs (about a second): the kill comes
+        # as soon as the warm-up is logged, so it lands while the run itself executes.
+        deadline = time.monotonic() + 120
+        while True:
+            log = (run_dir / "evaluator.log").read_text()
+            sent = re.findall(r"run \S+ of ada-1 submitted to worker (\S+) \(attempt 1\)", log)
+            if sent and "k000001.evk prepared on" in log or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        pid = pid_listening_on(sent[0])
         os.kill(pid, signal.SIGKILL)
-        return placed[0], pid
+        return sent[0], pid
 
     def arm(_procs):
         faults.append(FaultOnMessage(capture, "user", "GET_OUTPUT", kill_the_busy_worker))

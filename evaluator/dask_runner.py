@@ -107,7 +107,7 @@ class DaskRunner:
                 self.registered_with, self.placed, self.inflight = identity, {}, {}
             return client
         if client is not None and client.status in ("connecting", "newly-created"):
-            raise SchedulerLost(f"{self.label} is lost (reconnecting): {self.last_error}")
+            raise SchedulerLost(f"{self.label} is lost (its connection closed; reconnecting)")
         if time.monotonic() < self.next_connect:
             raise SchedulerLost(f"{self.label} is unreachable: {self.last_error}")
         if client is not None:
@@ -194,6 +194,7 @@ class DaskRunner:
             sha = None if job.key_path is None else self._digest(job.key_path)
             target, key_future = self._target(client, sha, job.key_path)
         except SchedulerLost as exc:
+            log.error("evaluator: run %s of %s not started: %s", job.run_id, job.session_id, exc)
             self.results.put(Finished(job, 0.0, str(exc), "INTERNAL"))
             return
         inputs = tuple(p.read_bytes() for p in job.inputs)
@@ -237,7 +238,7 @@ class DaskRunner:
             write_private(job.output, result["output"])
             log.info("evaluator: run %s of %s ran on worker %s (pid %s, key %s, %.2f s CPU)", job.run_id,
                      job.session_id, result["worker"], result["pid"],
-                     "cached" if result["key_cached"] else "loaded", result["cpu_seconds"])
+                     {True: "cached", False: "loaded"}.get(result["key_cached"], "none"), result["cpu_seconds"])
             self.results.put(Finished(job, result["seconds"]))
             return
         # Lost with its worker, or with the scheduler: try elsewhere while the cluster is there.
@@ -251,6 +252,7 @@ class DaskRunner:
         lost_scheduler = self.client is None or self.client.status != "running"
         if lost_scheduler:
             self.last_error = reason
+            log.error("evaluator: run %s of %s lost with %s (%s)", job.run_id, job.session_id, self.label, reason)
             self.results.put(Finished(job, 0.0, f"{self.label} was lost during the run ({reason})",
                                       "INTERNAL"))
         elif attempt < MAX_ATTEMPTS:

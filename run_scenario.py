@@ -263,13 +263,38 @@ def _bench_html(path: Path, title: str, figures: dict) -> None:
               help="Write the sessions' latency distributions here (HTML, readable offline).")
 @deployment_option("Deployment to load (default kaggle).")
 @network_option_decorator()
-def load(sessions, json_path, report_html, deployment, network_name):
-    """Many applicants in flight at once against one evaluator process (real FHE); checks every decision."""
+@click.option("--population", type=click.IntRange(1, 1_000_000), default=None,
+              help="Instead: the first N applicants of the held-out file through the four roles, one at a time; "
+                   "every decision checked against the clear model, then the confusion matrix and the costs.")
+@click.option("--fhe", type=click.Choice(["execute", "simulate"]), default="execute", show_default=True,
+              help="With --population.")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="With --population: the evaluator's engine.")
+@click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="With --population: the evaluator's --workers (with --engine dask: local Dask workers).")
+@click.option("--keys", "keys_mode", type=click.Choice(["reused", "per-applicant"]), default="reused",
+              show_default=True, help="With --population: one key set for everyone, or new keys per applicant.")
+def load(sessions, json_path, report_html, deployment, network_name, population, fhe, engine, workers, keys_mode):
+    """Many applicants in flight at once against one evaluator process (real FHE); checks every decision.
+
+    With --population N: N applicants of the held-out file, one after another, through the four roles."""
     import json
 
     from credit_model.deployment import load_deployment
     from bench.load import concurrent_sessions
 
+    if population is not None:
+        from bench.population import population as run_population
+        if engine == "dask" and workers == 0:
+            workers = 2
+        summary = run_population(load_deployment(deployment), population, fhe, engine, workers, keys_mode,
+                                 click.echo)
+        if json_path:
+            json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        if summary["agree_with_clear_model"] != population:
+            raise click.ClickException(f"{population - summary['agree_with_clear_model']} applicant(s) failed or "
+                                       f"disagree with the clear model: {summary['failed'][:3]} {summary['disagree'][:10]}")
+        return
     network = _network(network_name)
     summary = concurrent_sessions(load_deployment(deployment), sessions, click.echo, network=network)
     if json_path:

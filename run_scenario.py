@@ -194,13 +194,16 @@ def validate(scenario_files, deployment):
 @click.option("--network", "network", is_flag=True,
               help="Only the network emulation's fidelity: the evaluation-key upload at 20 Mbit/s, the round trip a "
                    "request gains per configured latency, a dead or stopped evaluator named across mobile's link.")
+@click.option("--engines", "engines", is_flag=True,
+              help="Only the evaluator's engines side by side: warm-run latency through Dask against in-process, "
+                   "throughput with 1 and 2 single-threaded Dask workers (real FHE).")
 @click.option("--repeats", type=click.IntRange(1, 1000), default=20, show_default=True,
-              help="With --hostile: floods per role (and half as many runner kills per signal and mode).")
+              help="With --engines: timed warm runs per engine. With --hostile: floods per role (and half as many runner kills per signal and mode).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
 @click.option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the measured latency distributions here (HTML, readable offline).")
 @deployment_option("Deployment to measure (default kaggle); its shipped scenarios give the applicants.")
-def bench(quick, hostile, network, repeats, json_path, report_html, deployment):
+def bench(quick, hostile, network, engines, repeats, json_path, report_html, deployment):
     """Measure the committed model end to end with real FHE and print the figures."""
     import json
     import platform
@@ -220,6 +223,14 @@ def bench(quick, hostile, network, repeats, json_path, report_html, deployment):
         return
     shipped = shipped_scenarios(dep.name)
     approved = load_scenario(shipped / "approved.yaml", dep.directory).applicants[0].data
+    if engines:
+        from bench.engines import run_engine_bench
+
+        figures = run_engine_bench(dep, approved, click.echo, repeats)
+        figures["machine"] = {"cores": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version()}
+        if json_path:
+            json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        return
     if hostile:
         from bench.hostile import run_hostile_bench
 

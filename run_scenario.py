@@ -367,8 +367,11 @@ def _cpu_model() -> str:
 @click.option("--liveness", type=click.FloatRange(0.5, 3600), default=4.0, show_default=True,
               help="Seconds without a heartbeat after which a role is lost (passed to every role).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the results here.")
+@click.option("--dask-workers", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="Run the evaluator on a local Dask cluster of N workers, and aim faults at its workers too "
+                   "(a worker fault must never fail the run: the cluster retries it elsewhere).")
 @deployment_option()
-def chaos(scenario_files, iterations, seed, fhe, liveness, json_path, deployment):
+def chaos(scenario_files, iterations, seed, fhe, liveness, json_path, dask_workers, deployment):
     """Random faults (kill, stop, stop-then-continue; any role; a random moment) on real runs of SCENARIO_FILES
     (default: approved, denied_bin_found, several_applicants); each must pass or fail cleanly naming the role."""
     import json
@@ -380,7 +383,7 @@ def chaos(scenario_files, iterations, seed, fhe, liveness, json_path, deployment
     scenarios = _load_all(paths, deployment)
     if any(s.faults or s.expect_failure for s in scenarios):
         raise click.UsageError("chaos takes scenarios without faults of their own")
-    result = run_chaos(scenarios, iterations, seed, fhe, liveness, click.echo)
+    result = run_chaos(scenarios, iterations, seed, fhe, liveness, click.echo, dask_workers=dask_workers)
     summary = result["summary"]
     click.echo(f"outcomes: {summary['outcomes']}")
     click.echo(f"time from fault to the runner's exit (clean failures): {summary['detection_s']}")

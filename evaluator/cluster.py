@@ -113,7 +113,8 @@ def start_local(workers: int, worker_threads: int, tls_dir: str | None, workdir:
     local_dir.mkdir(mode=0o700, exist_ok=True)
     import dask
     # Runs go where the evaluator sends them (a worker holding their key): the scheduler does not steal them.
-    with dask.config.set({"distributed.scheduler.work-stealing": False}):
+    # A worker that stops answering (SIGSTOP, a hung host) is dropped after 10 s and its run retried elsewhere.
+    with dask.config.set({"distributed.scheduler.work-stealing": False, "distributed.scheduler.worker-ttl": "10s"}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                protocol="tls://" if sec else "tcp://", security=sec, dashboard_address=None,
                                local_directory=str(local_dir), env=env, silence_logs=logging.WARNING)

@@ -103,7 +103,7 @@ class DaskRunner:
         if client is not None and client.status == "running":
             identity = client.scheduler_info().get("id")
             if identity != self.registered_with:  # the scheduler came back (a new one): the plugin again
-                client.register_plugin(self.plugin)
+                self._register(client)
                 self.registered_with, self.placed, self.inflight = identity, {}, {}
             return client
         if client is not None and client.status in ("connecting", "newly-created"):
@@ -119,14 +119,28 @@ class DaskRunner:
         from .cluster import connect
         try:
             client = connect(self.address, self.security, CONNECT_TIMEOUT)
-            client.register_plugin(self.plugin)
         except Exception as exc:  # noqa: BLE001 - any failure to reach it is the same for the user
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             self.next_connect = time.monotonic() + RECONNECT_EVERY
             raise SchedulerLost(f"{self.label} is unreachable: {self.last_error}") from None
-        self.client, self.registered_with = client, client.scheduler_info().get("id")
+        self.client = client
+        self._register(client)
+        self.registered_with = client.scheduler_info().get("id")
         self.placed, self.inflight = {}, {}
         return client
+
+    def _register(self, client) -> None:
+        """The plugin, with the scheduler (which sets it up on every worker, later ones too). The scheduler keeps
+        it even when its broadcast to a worker dying at that moment fails: that error is logged, not fatal (a run
+        sent to a worker without the circuit raises there and is retried on another)."""
+        try:
+            client.register_plugin(self.plugin)
+        except Exception as exc:  # noqa: BLE001
+            if client.status != "running":
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                raise SchedulerLost(f"{self.label} is lost: {self.last_error}") from None
+            log.warning("evaluator: the circuit plugin did not reach every worker (%s: %s); the scheduler sets it "
+                        "up on the workers that join", type(exc).__name__, str(exc)[:200])
 
     def _workers(self) -> list[str]:
         return sorted(self.client.scheduler_info().get("workers", {})) if self.client is not None else []

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
+START_ATTEMPTS = 3
 
 
 class ClusterRefused(ValueError):
@@ -115,10 +116,19 @@ def start_local(workers: int, worker_threads: int, tls_dir: str | None, workdir:
     # Runs go where the evaluator sends them (a worker holding their key): the scheduler does not steal them.
     # A worker that stops answering (SIGSTOP, a hung host) is dropped after 10 s and its run retried elsewhere.
     with dask.config.set({"distributed.scheduler.work-stealing": False, "distributed.scheduler.worker-ttl": "10s"}):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               protocol="tls://" if sec else "tcp://", security=sec, dashboard_address=None,
-                               local_directory=str(local_dir), env=env, silence_logs=logging.WARNING)
-    return cluster, sec
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       protocol="tls://" if sec else "tcp://", security=sec, dashboard_address=None,
+                                       local_directory=str(local_dir), env=env, silence_logs=logging.WARNING)
+                return cluster, sec
+            except Exception as exc:  # noqa: BLE001 - a worker process that died while starting: start again
+                if attempt == START_ATTEMPTS:
+                    raise RuntimeError(f"the local Dask cluster did not start ({START_ATTEMPTS} attempts): "
+                                       f"{type(exc).__name__}: {exc}") from None
+                logging.getLogger("fhe_credit_sim.evaluator").warning(
+                    "evaluator: the local Dask cluster did not start (%s: %s); starting it again",
+                    type(exc).__name__, str(exc)[:200])
 
 
 def quiet_dask_logs() -> None:

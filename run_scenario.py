@@ -283,9 +283,12 @@ def _bench_html(path: Path, title: str, figures: dict) -> None:
               help="With --population: the evaluator's engine.")
 @click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
               help="With --population: the evaluator's --workers (with --engine dask: local Dask workers).")
+@click.option("--worker-threads", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="With --population: the evaluator's --worker-threads (cores per run on each worker).")
 @click.option("--keys", "keys_mode", type=click.Choice(["reused", "per-applicant"]), default="reused",
               show_default=True, help="With --population: one key set for everyone, or new keys per applicant.")
-def load(sessions, json_path, report_html, deployment, network_name, population, fhe, engine, workers, keys_mode):
+def load(sessions, json_path, report_html, deployment, network_name, population, fhe, engine, workers, worker_threads,
+         keys_mode):
     """Many applicants in flight at once against one evaluator process (real FHE); checks every decision.
 
     With --population N: N applicants of the held-out file, one after another, through the four roles."""
@@ -299,7 +302,7 @@ def load(sessions, json_path, report_html, deployment, network_name, population,
         if engine == "dask" and workers == 0:
             workers = 2
         summary = run_population(load_deployment(deployment), population, fhe, engine, workers, keys_mode,
-                                 click.echo)
+                                 click.echo, worker_threads=worker_threads)
         if json_path:
             json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         if summary["agree_with_clear_model"] != population:

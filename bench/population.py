@@ -63,14 +63,15 @@ def traffic_bytes(procs: ProcessSet) -> int:
 
 
 def population(deployment: Deployment, count: int, fhe: str, engine: str, workers: int, keys: str,
-               log: Callable[[str], None] = print, timeout: float = 600.0) -> dict:
+               log: Callable[[str], None] = print, timeout: float = 600.0, worker_threads: int = 0) -> dict:
     """Drive `count` applicants one after another through user, bank, agency and evaluator processes."""
     from credit_model.explainability import decision_message
     from credit_model.training.clear_model import ClearModel
 
     clear = ClearModel(deployment)
     people = population_records(deployment, count)
-    extra = ["--engine", engine] + (["--workers", str(workers)] if workers else [])
+    extra = ["--engine", engine] + (["--workers", str(workers)] if workers else []) + \
+        (["--worker-threads", str(worker_threads)] if worker_threads else [])
     rows, mismatches, failures = [], [], []
     with tempfile.TemporaryDirectory(prefix="fcs-population-") as tmp:
         procs = ProcessSet(Path(tmp), "ipc", fhe, str(deployment.directory), {"evaluator": extra})
@@ -118,7 +119,7 @@ def population(deployment: Deployment, count: int, fhe: str, engine: str, worker
     summary = {
         "applicants": count, "decided": done, "failed": failures[:20], "failed_count": len(failures),
         "agree_with_clear_model": done - len(mismatches), "disagree": mismatches[:50],
-        "fhe": fhe, "engine": engine, "workers": workers,
+        "fhe": fhe, "engine": engine, "workers": workers, "worker_threads": worker_threads or "default",
         "keys": "one key set reused by every applicant (keygen and the key upload once)" if keys == "reused"
                 else "new keys per applicant (keygen and a key upload each)",
         "driving": "one applicant at a time through the four role processes (the runner's commands)",

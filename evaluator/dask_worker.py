@@ -20,8 +20,9 @@ class ByteBoundedKeys:
     A key's cost is the size of its serialized form (what was uploaded); the bound is never exceeded except by
     a single key larger than it, which is kept alone."""
 
-    def __init__(self, max_bytes: int):
+    def __init__(self, max_bytes: int, load=None):
         self.max_bytes = max_bytes
+        self.load = load  # blob -> key object (default: Concrete's deserializer)
         self.entries: OrderedDict[str, tuple[object, int]] = OrderedDict()
         self.bytes = 0
         self.loads = 0
@@ -32,8 +33,10 @@ class ByteBoundedKeys:
             if sha256 in self.entries:
                 self.entries.move_to_end(sha256)
                 return self.entries[sha256][0], True
-        from credit_model.runtime.circuit_server import CircuitServer
-        keys = CircuitServer.load_keys(blob)
+        if self.load is None:
+            from credit_model.runtime.circuit_server import CircuitServer
+            self.load = CircuitServer.load_keys
+        keys = self.load(blob)
         with self.lock:
             self.loads += 1
             self.entries[sha256] = (keys, len(blob))

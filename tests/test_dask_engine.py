@@ -64,6 +64,18 @@ def test_a_scheduler_off_loopback_without_tls_is_refused_in_one_line(tmp_path):
         check_scheduler("tcp://example.org:8786", None)
 
 
+def test_a_workers_key_cache_is_bounded_in_bytes_and_drops_the_least_recently_used():
+    from evaluator.dask_worker import ByteBoundedKeys
+    cache = ByteBoundedKeys(100, load=lambda blob: ("key", blob[:1]))
+    assert cache.get("a", b"a" * 40) == (("key", b"a"), False)
+    assert cache.get("b", b"b" * 40)[1] is False
+    assert cache.get("a", b"a" * 40)[1] is True          # a is now the most recently used
+    cache.get("c", b"c" * 40)                             # 120 bytes > 100: b (least recently used) goes
+    assert list(cache.entries) == ["a", "c"] and cache.bytes == 80 and cache.loads == 3
+    cache.get("d", b"d" * 500)                            # larger than the bound alone: kept alone
+    assert list(cache.entries) == ["d"] and cache.bytes == 500
+
+
 @pytest.mark.fhe
 @pytest.mark.slow
 @pytest.mark.timeout(400)

@@ -29,6 +29,7 @@ class SchedulerLost(RuntimeError):
 class Placed:
     future: object                       # the key's bytes, scattered once by the evaluator
     workers: set[str] = field(default_factory=set)
+    path: Path | None = None             # the store's file it came from
 
 
 class DaskRunner:
@@ -182,10 +183,11 @@ class DaskRunner:
         if placed is not None and placed.future.status != "finished":  # its only holder died with it
             placed = None
         if placed is None:
+            self._prune()
             target = min(live, key=load)
             future = client.scatter(path.read_bytes(), workers=[target], hash=False, direct=True,
                                     timeout=CALL_TIMEOUT)
-            placed = self.placed[sha] = Placed(future, {target})
+            placed = self.placed[sha] = Placed(future, {target}, path)
             log.info("evaluator: evaluation key %s placed on worker %s", path.name, target)
             return target, future
         holders = [w for w in live if w in placed.workers]
@@ -200,6 +202,15 @@ class DaskRunner:
             target = min(holders or live, key=load)
             placed.workers.add(target)
         return target, placed.future
+
+    def _prune(self) -> None:
+        """Keys the store no longer holds (evicted, or replaced by their owner) leave the cluster's memory too."""
+        for sha, placed in list(self.placed.items()):
+            if placed.path is not None and not placed.path.exists():
+                placed.future.release()
+                del self.placed[sha]
+        if len(self.digests) > 4096:
+            self.digests.clear()
 
     def _run(self, job: Job, attempt: int) -> None:
         from .dask_worker import run_circuit

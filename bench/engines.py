@@ -107,7 +107,7 @@ def engine_latency(deployment: Deployment, records: dict, label: str, args: list
 
 
 def engine_throughput(deployment: Deployment, records: dict, workers: int, jobs: int, log: Log) -> dict:
-    args = ["--engine", "dask", "--workers", str(workers), "--worker-threads", "1"]
+    args = ["--engine", "dask", "--workers", str(workers), "--worker-threads", "1", "--max-sessions", "256"]
     with tempfile.TemporaryDirectory(prefix="fcs-engines-") as tmp:
         driver = Driver(deployment, records, args, Path(tmp))
         try:
@@ -120,7 +120,7 @@ def engine_throughput(deployment: Deployment, records: dict, workers: int, jobs:
     return {"workers": workers, "jobs": jobs, "seconds": round(seconds, 3), "per_minute": per_minute}
 
 
-def run_engine_bench(deployment: Deployment, records: dict, log: Log, repeats: int = 20, jobs: int = 24) -> dict:
+def run_engine_bench(deployment: Deployment, records: dict, log: Log, repeats: int = 20, jobs: int = 16) -> dict:
     """Measured in one invocation, one after another on the same machine."""
     log("== engines: in-process against Dask (real FHE, a warm key)")
     inproc = engine_latency(deployment, records, "in-process (--engine local)", [], repeats, log)

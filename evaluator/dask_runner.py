@@ -18,6 +18,7 @@ log = logging.getLogger("fhe_credit_sim.evaluator")
 MAX_ATTEMPTS = 3          # a run lost with its worker is submitted again at most twice
 CONNECT_TIMEOUT = 10.0    # seconds to reach the scheduler (at start, and when it comes back)
 RECONNECT_EVERY = 2.0     # seconds between attempts while the scheduler is lost
+IDENTITY_TIMEOUT = 5.0   # seconds for the scheduler to say who it is and which workers it has
 CALL_TIMEOUT = 60.0       # seconds for one blocking cluster call (placing a 40 MB key, registering the plugin)
 
 
@@ -102,7 +103,7 @@ class DaskRunner:
     def _client(self):
         client = self.client
         if client is not None and client.status == "running":
-            identity = client.scheduler_info().get("id")
+            identity = self._identity(client).get("id")
             if identity != self.registered_with:  # the scheduler came back (a new one): the plugin again
                 self._register(client)
                 self.registered_with, self.placed, self.inflight = identity, {}, {}
@@ -126,7 +127,7 @@ class DaskRunner:
             raise SchedulerLost(f"{self.label} is unreachable: {self.last_error}") from None
         self.client = client
         self._register(client)
-        self.registered_with = client.scheduler_info().get("id")
+        self.registered_with = self._identity(client).get("id")
         self.placed, self.inflight = {}, {}
         return client
 
@@ -143,8 +144,17 @@ class DaskRunner:
             log.warning("evaluator: the circuit plugin did not reach every worker (%s: %s); the scheduler sets it "
                         "up on the workers that join", type(exc).__name__, str(exc)[:200])
 
+    def _identity(self, client) -> dict:
+        """The scheduler's identity (its id, its workers), asked with a deadline: a hung scheduler is named."""
+        try:
+            return client.sync(client.scheduler.identity, n_workers=-1, callback_timeout=IDENTITY_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - timeout or a closed connection: the same for the user
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            raise SchedulerLost(f"{self.label} did not answer within {IDENTITY_TIMEOUT:.0f} s "
+                                f"({self.last_error})") from None
+
     def _workers(self) -> list[str]:
-        return sorted(self.client.scheduler_info().get("workers", {})) if self.client is not None else []
+        return sorted(self._identity(self.client).get("workers", {})) if self.client is not None else []
 
     def _loop(self) -> None:
         while not self.stopping.is_set():

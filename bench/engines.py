@@ -79,6 +79,11 @@ class Driver:
                 raise RuntimeError(f"run failed: {out}")
         return time.perf_counter() - t0
 
+    def key_moves(self) -> dict:
+        """How often the evaluator placed its key on a worker, and replicated it to an idle one (its log)."""
+        log = (self.procs.run_dir / "evaluator.log").read_text(errors="replace")
+        return {"placed": log.count(" placed on worker "), "replicated": log.count(" replicated to idle worker ")}
+
     def close(self) -> None:
         for sock in self.socks.values():
             sock.close(linger=0)
@@ -132,14 +137,17 @@ def run_engine_bench(deployment: Deployment, records: dict, log: Log, repeats: i
             for _ in range(rounds):
                 for n, driver in drivers.items():
                     seconds[n].append(driver.batch(jobs))
+            moves = {n: driver.key_moves() for n, driver in drivers.items()}
         finally:
             for driver in drivers.values():
                 driver.close()
     throughput = [{"workers": n, "jobs": jobs, "rounds": rounds, "seconds": [round(x, 3) for x in seconds[n]],
-                   "per_minute": round(jobs / statistics.median(seconds[n]) * 60, 1)} for n in (1, 2)]
+                   "per_minute": round(jobs / statistics.median(seconds[n]) * 60, 1), "key": moves[n]}
+                  for n in (1, 2)]
     for row in throughput:
         log(f"   dask, {row['workers']} single-threaded worker(s): {jobs} runs in {row['seconds']} s = "
-            f"{row['per_minute']} applications/min (median round)")
+            f"{row['per_minute']} applications/min (median round); the key placed {row['key']['placed']}x, "
+            f"replicated to an idle worker {row['key']['replicated']}x")
     figures = {"latency": latency, "throughput": throughput,
                "dask_overhead_ratio": round(latency[1]["latency_s"] / latency[0]["latency_s"], 3),
                "dask_overhead_ratio_pairs_median": round(statistics.median(ratios), 3),

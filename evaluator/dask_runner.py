@@ -18,6 +18,7 @@ log = logging.getLogger("fhe_credit_sim.evaluator")
 MAX_ATTEMPTS = 3          # a run lost with its worker is submitted again at most twice
 CONNECT_TIMEOUT = 10.0    # seconds to reach the scheduler (at start, and when it comes back)
 RECONNECT_EVERY = 2.0     # seconds between attempts while the scheduler is lost
+WATCH_EVERY = 2.0        # seconds between checks that the scheduler answers while runs are in flight
 IDENTITY_TIMEOUT = 5.0   # seconds for the scheduler to say who it is and which workers it has
 CALL_TIMEOUT = 60.0       # seconds for one blocking cluster call (placing a 40 MB key, registering the plugin)
 
@@ -65,6 +66,8 @@ class DaskRunner:
         self.events: queue.Queue = queue.Queue()
         self.results: queue.Queue = queue.Queue()
         self.stopping = threading.Event()
+        self.active: dict[str, tuple[Job, str]] = {}   # runs in flight, by their task's key
+        self.next_watch = 0.0
         try:
             self._client()
             log.info("evaluator: runs go to %s (%d worker(s))", self.label, len(self._workers()))
@@ -161,6 +164,7 @@ class DaskRunner:
             try:
                 kind, subject, future, attempt = self.events.get(timeout=0.5)
             except queue.Empty:
+                self._watch()
                 continue
             try:
                 if kind == "run":
@@ -174,6 +178,23 @@ class DaskRunner:
                 if kind in ("run", "done"):
                     job = subject if kind == "run" else subject[0]
                     self.results.put(Finished(job, 0.0, f"{type(exc).__name__}: {exc}"))
+
+    def _watch(self) -> None:
+        """While runs are in flight, ask the scheduler who it is every few seconds: one that stopped answering (hung,
+        its host cut off) fails those runs within seconds, naming it, instead of leaving them to the run deadline."""
+        if not self.active or self.client is None or time.monotonic() < self.next_watch:
+            return
+        self.next_watch = time.monotonic() + WATCH_EVERY
+        try:
+            self._identity(self.client)
+        except SchedulerLost as exc:
+            log.error("evaluator: %s; %d run(s) in flight fail", exc, len(self.active))
+            for job, _target in self.active.values():
+                self.results.put(Finished(job, 0.0, f"{exc} during the run", "INTERNAL"))
+            self.active.clear()
+            client, self.client = self.client, None
+            self.next_connect = time.monotonic() + RECONNECT_EVERY
+            threading.Thread(target=client.close, kwargs={"timeout": 2}, daemon=True).start()
 
     def _digest(self, path: Path) -> str:
         entry = (str(path), path.stat().st_mtime)
@@ -238,6 +259,7 @@ class DaskRunner:
         self.inflight[target] = self.inflight.get(target, 0) + 1
         log.info("evaluator: run %s of %s submitted to worker %s (attempt %d)", job.run_id, job.session_id, target,
                  attempt)
+        self.active[future.key] = (job, target)
         future.add_done_callback(lambda f: self.events.put(("done", (job, target), f, attempt)))
 
     def _prime(self, path: Path) -> None:
@@ -262,6 +284,8 @@ class DaskRunner:
     def _done(self, subject, future, attempt: int) -> None:
         job, target = subject
         self.inflight[target] = max(0, self.inflight.get(target, 0) - 1)
+        if self.active.pop(future.key, None) is None:  # already failed by the watch: the scheduler was lost
+            return
         if future.status == "finished":
             result = future.result()
             placed = self.placed.get(self._digest(job.key_path)) if job.key_path is not None else None

@@ -198,3 +198,43 @@ def test_the_scheduler_lost_fails_the_run_naming_it_and_the_evaluator_serves_aga
     finally:
         procs.stop()
         _stop(scheduler, worker)
+
+
+@pytest.mark.timeout(200)
+def test_a_hung_scheduler_fails_the_run_in_flight_within_seconds_naming_it(tmp_path):
+    """The worker is SIGSTOPped (the run stays in flight on it), then the scheduler too: the evaluator's watch of the
+    scheduler (a 5 s deadline, every 2 s while runs are in flight) fails the run naming it, well before the user's
+    90 s deadline, and the evaluator still answers."""
+    import psutil
+    port = free_tcp_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = _start_scheduler(port, tmp_path / "scheduler.log")
+    worker = _start_worker(port, tmp_path / "worker.log")
+    procs = ProcessSet(tmp_path / "run", "ipc", "simulate", None,
+                       {"evaluator": ["--engine", "dask", "--scheduler", address]})
+    ada = shipped_applicant("approved")
+    try:
+        time.sleep(1.0)
+        procs.start(120)
+        procs.command("user", "prepare", {"session_id": "s1", "key_id": "k1", "features": ada["user"]}, 60)
+        for party in ("bank", "agency"):
+            procs.command(party, "encrypt", {"session_id": "s1", "key_id": "k1", "features": ada[party]}, 60)
+        for proc in [psutil.Process(worker.pid)] + psutil.Process(worker.pid).children(recursive=True):
+            proc.suspend()
+        timer = __import__("threading").Timer(1.0, lambda: os.killpg(scheduler.pid, signal.SIGSTOP))
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(RemoteError) as lost:
+            procs.command("user", "predict", {"session_id": "s1"}, 90)
+        took = time.monotonic() - started
+        assert f"the Dask scheduler {address} did not answer within 5 s" in str(lost.value), str(lost.value)
+        assert "during the run" in str(lost.value) and 5 < took < 20, (took, str(lost.value))
+        assert procs.command("evaluator", "status", {}, 10)["sessions"] == 1
+    finally:
+        procs.stop()
+        for proc in (scheduler, worker):
+            try:
+                os.killpg(proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        _stop(scheduler, worker)

@@ -76,6 +76,10 @@ class Fault:
         pid = proc.popen.pid
         if self.role == WORKER:  # one of the evaluator's Dask worker processes, drawn at the moment
             workers = dask_worker_pids(pid)
+            while not workers and proc.popen.poll() is None:  # none yet (the cluster still starting): at the first
+                if self._cancel.wait(0.05):
+                    return
+                workers = dask_worker_pids(pid)
             if not workers:
                 return
             pid = workers[self.pick % len(workers)]

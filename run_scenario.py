@@ -145,6 +145,23 @@ def run(scenario_files, report_json, report_md, report_html, fhe, strategy, tran
         raise click.ClickException(f"expectations did not hold in: {', '.join(failed)}")
 
 
+@cli.command("cluster-certs")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", "names", multiple=True, default=("evaluator", "scheduler", "worker"), show_default=True,
+              help="One certificate per name (repeat the option).")
+def cluster_certs(directory, names):
+    """Create the evaluator operator's private CA and TLS certificates for its Dask cluster (openssl).
+
+    DIRECTORY/<name>/ holds ca.pem, cert.pem and key.pem: give it to that host (`python -m evaluator --engine dask
+    --cluster-tls DIR/evaluator`, `dask scheduler --tls-ca-file ... --tls-cert ... --tls-key ...`, the same for
+    `dask worker`). DIRECTORY/ca.key signs them and stays with the operator. The parties never get any of these.
+    """
+    from evaluator.cluster import make_certs
+
+    make_certs(directory, tuple(names))
+    click.echo(f"wrote a CA and {len(names)} certificate(s) to {directory}/<name>/ ({', '.join(names)})")
+
+
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 def keys(directory):
@@ -177,13 +194,16 @@ def validate(scenario_files, deployment):
 @click.option("--network", "network", is_flag=True,
               help="Only the network emulation's fidelity: the evaluation-key upload at 20 Mbit/s, the round trip a "
                    "request gains per configured latency, a dead or stopped evaluator named across mobile's link.")
+@click.option("--engines", "engines", is_flag=True,
+              help="Only the evaluator's engines side by side: warm-run latency through Dask against in-process, "
+                   "throughput with 1 and 2 single-threaded Dask workers (real FHE).")
 @click.option("--repeats", type=click.IntRange(1, 1000), default=20, show_default=True,
-              help="With --hostile: floods per role (and half as many runner kills per signal and mode).")
+              help="With --engines: timed warm runs per engine. With --hostile: floods per role (and half as many runner kills per signal and mode).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
 @click.option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the measured latency distributions here (HTML, readable offline).")
 @deployment_option("Deployment to measure (default kaggle); its shipped scenarios give the applicants.")
-def bench(quick, hostile, network, repeats, json_path, report_html, deployment):
+def bench(quick, hostile, network, engines, repeats, json_path, report_html, deployment):
     """Measure the committed model end to end with real FHE and print the figures."""
     import json
     import platform
@@ -203,6 +223,14 @@ def bench(quick, hostile, network, repeats, json_path, report_html, deployment):
         return
     shipped = shipped_scenarios(dep.name)
     approved = load_scenario(shipped / "approved.yaml", dep.directory).applicants[0].data
+    if engines:
+        from bench.engines import run_engine_bench
+
+        figures = run_engine_bench(dep, approved, click.echo, repeats)
+        figures["machine"] = {"cores": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version()}
+        if json_path:
+            json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        return
     if hostile:
         from bench.hostile import run_hostile_bench
 
@@ -246,13 +274,41 @@ def _bench_html(path: Path, title: str, figures: dict) -> None:
               help="Write the sessions' latency distributions here (HTML, readable offline).")
 @deployment_option("Deployment to load (default kaggle).")
 @network_option_decorator()
-def load(sessions, json_path, report_html, deployment, network_name):
-    """Many applicants in flight at once against one evaluator process (real FHE); checks every decision."""
+@click.option("--population", type=click.IntRange(1, 1_000_000), default=None,
+              help="Instead: the first N applicants of the held-out file through the four roles, one at a time; "
+                   "every decision checked against the clear model, then the confusion matrix and the costs.")
+@click.option("--fhe", type=click.Choice(["execute", "simulate"]), default="execute", show_default=True,
+              help="With --population.")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="With --population: the evaluator's engine.")
+@click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="With --population: the evaluator's --workers (with --engine dask: local Dask workers).")
+@click.option("--worker-threads", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="With --population: the evaluator's --worker-threads (cores per run on each worker).")
+@click.option("--keys", "keys_mode", type=click.Choice(["reused", "per-applicant"]), default="reused",
+              show_default=True, help="With --population: one key set for everyone, or new keys per applicant.")
+def load(sessions, json_path, report_html, deployment, network_name, population, fhe, engine, workers, worker_threads,
+         keys_mode):
+    """Many applicants in flight at once against one evaluator process (real FHE); checks every decision.
+
+    With --population N: N applicants of the held-out file, one after another, through the four roles."""
     import json
 
     from credit_model.deployment import load_deployment
     from bench.load import concurrent_sessions
 
+    if population is not None:
+        from bench.population import population as run_population
+        if engine == "dask" and workers == 0:
+            workers = 2
+        summary = run_population(load_deployment(deployment), population, fhe, engine, workers, keys_mode,
+                                 click.echo, worker_threads=worker_threads)
+        if json_path:
+            json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        if summary["agree_with_clear_model"] != population:
+            raise click.ClickException(f"{population - summary['agree_with_clear_model']} applicant(s) failed or "
+                                       f"disagree with the clear model: {summary['failed'][:3]} {summary['disagree'][:10]}")
+        return
     network = _network(network_name)
     summary = concurrent_sessions(load_deployment(deployment), sessions, click.echo, network=network)
     if json_path:
@@ -314,8 +370,11 @@ def _cpu_model() -> str:
 @click.option("--liveness", type=click.FloatRange(0.5, 3600), default=4.0, show_default=True,
               help="Seconds without a heartbeat after which a role is lost (passed to every role).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the results here.")
+@click.option("--dask-workers", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="Run the evaluator on a local Dask cluster of N workers, and aim faults at its workers too "
+                   "(a worker fault must never fail the run: the cluster retries it elsewhere).")
 @deployment_option()
-def chaos(scenario_files, iterations, seed, fhe, liveness, json_path, deployment):
+def chaos(scenario_files, iterations, seed, fhe, liveness, json_path, dask_workers, deployment):
     """Random faults (kill, stop, stop-then-continue; any role; a random moment) on real runs of SCENARIO_FILES
     (default: approved, denied_bin_found, several_applicants); each must pass or fail cleanly naming the role."""
     import json
@@ -327,7 +386,7 @@ def chaos(scenario_files, iterations, seed, fhe, liveness, json_path, deployment
     scenarios = _load_all(paths, deployment)
     if any(s.faults or s.expect_failure for s in scenarios):
         raise click.UsageError("chaos takes scenarios without faults of their own")
-    result = run_chaos(scenarios, iterations, seed, fhe, liveness, click.echo)
+    result = run_chaos(scenarios, iterations, seed, fhe, liveness, click.echo, dask_workers=dask_workers)
     summary = result["summary"]
     click.echo(f"outcomes: {summary['outcomes']}")
     click.echo(f"time from fault to the runner's exit (clean failures): {summary['detection_s']}")

@@ -38,6 +38,7 @@ class Finished:
     job: Job
     seconds: float
     error: str | None = None
+    code: str = "BAD_CIPHERTEXT"  # the error code a failed run is reported with
 
 
 class KeyCache:

@@ -31,7 +31,8 @@ class Evaluator(Node):
                  workers: int = 0,
                  worker_threads: int = 0, capture_dir: Path | None = None, curve=None,
                  exit_with_parent: bool = False, faults: str | None = None, liveness: float = 4.0,
-                 run_dir: str | None = None):
+                 run_dir: str | None = None, engine: str = "local", scheduler: str | None = None,
+                 cluster_tls: str | None = None, worker_cache_mb: int = 512):
         super().__init__("evaluator", control, capture_dir=capture_dir, poll_ms=5, curve=curve,
                          exit_with_parent=exit_with_parent, faults=faults, liveness=liveness, run_dir=run_dir,
                          workdir=workdir)
@@ -46,7 +47,13 @@ class Evaluator(Node):
         self.waiters: list[tuple[bytes, int, str, str, str, float]] = []  # parked GET_OUTPUT requests
         # One parked GET_OUTPUT per run is enough; more are refused so that waiting costs no memory.
         self.max_waiters = 4 * max_sessions
-        if workers > 0:
+        if engine == "dask":  # a Dask cluster (remote scheduler, or --workers N local worker processes)
+            from .dask_runner import DaskRunner
+            self.runner = DaskRunner(deployment=str(deployment.directory), simulate=simulate,
+                                     cache_bytes=worker_cache_mb * 2**20, warmup_inputs=deployment.warmup_inputs(),
+                                     scheduler=scheduler, tls_dir=cluster_tls, workers=workers,
+                                     worker_threads=worker_threads, workdir=Path(workdir))
+        elif workers > 0:
             self.runner = WorkerPool(self, Path(workdir), workers, str(deployment.directory), simulate,
                                      worker_threads, keys_dir=str(curve.keys_dir) if curve else None)
             self.runner.wait_ready(180)
@@ -173,7 +180,7 @@ class Evaluator(Node):
                 continue
             if done.error is not None:
                 self.store.fail_run(session, job.run_id, ProtocolError(
-                    f"run {job.run_id!r} failed: {done.error}", ErrorCode.BAD_CIPHERTEXT))
+                    f"run {job.run_id!r} failed: {done.error}", ErrorCode(done.code)))
                 continue
             self.store.finish_run(session, job.run_id, job.output, done.seconds)
             log.info("evaluator: run %s of %s took %.2f s", job.run_id, job.session_id, done.seconds)

@@ -34,6 +34,10 @@ class RoleSettings:
     max_store_mb: int = 4096
     workers: int = 0
     worker_threads: int = 0
+    engine: str = "local"
+    scheduler: str | None = None
+    cluster_tls: str | None = None
+    worker_cache_mb: int = 512
     capture_dir: str | None = None
     capture_client_key: bool = False
     keys_dir: str | None = None
@@ -59,6 +63,12 @@ HELP = {
                           "capture directory (custody audits search the other roles' traffic for them).",
     "liveness": "Seconds without a heartbeat (or with no connection) after which a peer is lost: a request "
                 "to it fails at once with PEER_LOST instead of waiting for --request-timeout.",
+    "engine": "Where the evaluator runs circuits: 'local' (a thread of its own process, or --workers N processes "
+              "of its own pool) or 'dask' (a Dask cluster: --scheduler ADDRESS, or --workers N local Dask workers).",
+    "scheduler": "With --engine dask: the Dask scheduler to use, tls://HOST:PORT (tcp:// only on loopback).",
+    "cluster_tls": "With --engine dask: a directory with ca.pem, cert.pem and key.pem (`run_scenario.py cluster-certs "
+                   "DIR`): mutual TLS between the evaluator, the scheduler and the workers.",
+    "worker_cache_mb": "With --engine dask: MB of deserialized evaluation keys each worker keeps (LRU).",
     "fault": "Inject message faults, comma-separated KIND:TYPE:COUNT[:SECONDS] (drop, delay, duplicate, "
              "corrupt), e.g. corrupt:INPUT:1. For tests and fault scenarios only.",
 }
@@ -78,6 +88,8 @@ RANGES: dict[str, tuple[Callable[[object], bool], str]] = {
     "max_store_mb": (lambda v: v >= 1, "an integer of at least 1"),
     "workers": (lambda v: 0 <= v <= 1024, "an integer from 0 to 1024"),
     "worker_threads": (lambda v: 0 <= v <= 1024, "an integer from 0 to 1024"),
+    "engine": (lambda v: v in ("local", "dask"), "'local' or 'dask'"),
+    "worker_cache_mb": (lambda v: v >= 1, "an integer of at least 1"),
 }
 
 

@@ -28,6 +28,7 @@ from simulation.runner import ScenarioRunner
 from scenarios.spec import Scenario
 
 FAULTS = ("kill", "stop", "stop_continue")
+WORKER = "worker"  # a fault aimed at one of the evaluator's Dask workers (chaos --dask-workers N)
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -52,8 +53,8 @@ class Iteration:
 class Fault:
     """Signals one role's process `at_s` after the run started (once it exists)."""
 
-    def __init__(self, action: str, role: str, at_s: float, resume_after: float):
-        self.action, self.role, self.at_s, self.resume_after = action, role, at_s, resume_after
+    def __init__(self, action: str, role: str, at_s: float, resume_after: float, pick: int = 0):
+        self.action, self.role, self.at_s, self.resume_after, self.pick = action, role, at_s, resume_after, pick
         self.fired_at: float | None = None
         self.procs: ProcessSet | None = None
         self._cancel = threading.Event()
@@ -68,10 +69,20 @@ class Fault:
     def _fire(self) -> None:
         if self._cancel.wait(self.at_s):
             return
-        proc = self.procs.procs.get(self.role) if self.procs else None
+        role = "evaluator" if self.role == WORKER else self.role
+        proc = self.procs.procs.get(role) if self.procs else None
         if proc is None or proc.popen is None or proc.popen.poll() is not None:
             return
         pid = proc.popen.pid
+        if self.role == WORKER:  # one of the evaluator's Dask worker processes, drawn at the moment
+            workers = dask_worker_pids(pid)
+            while not workers and proc.popen.poll() is None:  # none yet (the cluster still starting): at the first
+                if self._cancel.wait(0.05):
+                    return
+                workers = dask_worker_pids(pid)
+            if not workers:
+                return
+            pid = workers[self.pick % len(workers)]
         try:
             os.kill(pid, signal.SIGKILL if self.action == "kill" else signal.SIGSTOP)
             self.fired_at = time.monotonic()
@@ -79,6 +90,16 @@ class Fault:
                 os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+
+def dask_worker_pids(evaluator_pid: int) -> list[int]:
+    """The worker processes of the evaluator's local Dask cluster (its children, multiprocessing's tracker left out)."""
+    import psutil
+    try:
+        children = psutil.Process(evaluator_pid).children()
+        return sorted(c.pid for c in children if "resource_tracker" not in " ".join(c.cmdline()))
+    except psutil.Error:
+        return []
 
 
 def _become_subreaper() -> None:
@@ -142,6 +163,8 @@ def classify(report, fault: Fault, tracebacks: list[str]) -> tuple[str, str]:
         return "passed", "no fault applied (the run ended first)" if fault.fired_at is None else "the run absorbed it"
     if fault.fired_at is None:
         return "BAD: failed without a fault", str(report.fatal)[:200]
+    if fault.role == WORKER:  # the cluster retries a lost run elsewhere: a worker fault must never fail a run
+        return "BAD: a worker fault failed the run", str(report.fatal)[:200]
     failure = report.failure or {}
     if failure.get("role") == fault.role or f"the {fault.role} " in str(failure.get("reason", "")):
         if wrong and not report.fatal:
@@ -153,19 +176,23 @@ def classify(report, fault: Fault, tracebacks: list[str]) -> tuple[str, str]:
 
 
 def run_chaos(scenarios: list[Scenario], iterations: int, seed: int, fhe: str | None,
-              liveness: float = DEFAULT_LIVENESS_S, log: Callable[[str], None] = print) -> dict:
-    """Run `iterations` faulted runs over the scenarios in turn; returns the per-iteration results and summary."""
+              liveness: float = DEFAULT_LIVENESS_S, log: Callable[[str], None] = print, dask_workers: int = 0) -> dict:
+    """Run `iterations` faulted runs over the scenarios in turn; returns the per-iteration results and summary.
+    With `dask_workers`, the evaluator runs on a local Dask cluster of that many workers, and a fault may aim at one
+    of them (the role drawn is then "worker")."""
     _become_subreaper()
     rng = random.Random(seed)
     with Progress(len(scenarios) + iterations, "chaos", log, unit="run") as bar:
-        return _chaos(scenarios, iterations, seed, fhe, liveness, bar, rng)
+        return _chaos(scenarios, iterations, seed, fhe, liveness, bar, rng, dask_workers)
 
 
-def _chaos(scenarios, iterations, seed, fhe, liveness, bar: Progress, rng: random.Random) -> dict:
+def _chaos(scenarios, iterations, seed, fhe, liveness, bar: Progress, rng: random.Random, dask_workers: int = 0) -> dict:
     log = bar.log
     durations = {}
+    extra = {"evaluator": ["--engine", "dask", "--workers", str(dask_workers)]} if dask_workers else None
+    targets = ROLES + ((WORKER,) if dask_workers else ())
     for scenario in scenarios:  # each scenario's fault-free duration, to draw fault moments within
-        report = ScenarioRunner(scenario, fhe=fhe, liveness=liveness).run()
+        report = ScenarioRunner(scenario, fhe=fhe, liveness=liveness, extra_args=extra).run()
         if not report.passed:
             raise RuntimeError(f"{scenario.name} fails without any fault: {report.fatal}")
         durations[scenario.name] = report.duration_s
@@ -174,15 +201,15 @@ def _chaos(scenarios, iterations, seed, fhe, liveness, bar: Progress, rng: rando
     results: list[Iteration] = []
     for index in range(1, iterations + 1):
         scenario = scenarios[(index - 1) % len(scenarios)]
-        action, role = rng.choice(FAULTS), rng.choice(ROLES)
+        action, role = rng.choice(FAULTS), rng.choice(targets)
         at_s = round(rng.uniform(0.1, durations[scenario.name]), 2)
-        fault = Fault(action, role, at_s, rng.uniform(0.5, 2 * liveness))
+        fault = Fault(action, role, at_s, rng.uniform(0.5, 2 * liveness), pick=rng.randrange(max(dask_workers, 1)))
         item = Iteration(index, scenario.name, action, role, at_s)
         before = set(_children())
         deadline = max(60.0, 4 * durations[scenario.name])
         with tempfile.TemporaryDirectory(prefix="fcs-chaos-") as tmp:
             runner = ScenarioRunner(replace(scenario, deadline_s=deadline), fhe=fhe, run_dir=Path(tmp),
-                                    liveness=liveness, on_start=fault.arm)
+                                    liveness=liveness, on_start=fault.arm, extra_args=extra)
             try:
                 report = runner.run()
             finally:
@@ -202,7 +229,7 @@ def _chaos(scenarios, iterations, seed, fhe, liveness, bar: Progress, rng: rando
         bar.update(status=f"{sum(not r.ok for r in results)} failed")
     detections = sorted(r.detection_s for r in results if r.detection_s is not None and r.outcome == "clean failure")
     summary = {
-        "iterations": iterations, "seed": seed, "fhe": fhe or "scenario's", "liveness_s": liveness,
+        "iterations": iterations, "seed": seed, "dask_workers": dask_workers, "fhe": fhe or "scenario's", "liveness_s": liveness,
         "passed": sum(r.ok for r in results), "failed": sum(not r.ok for r in results),
         "outcomes": {o: sum(r.outcome == o for r in results) for o in sorted({r.outcome for r in results})},
         "detection_s": _distribution(detections),

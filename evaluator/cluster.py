@@ -1,0 +1,143 @@
+"""The evaluator's Dask cluster: which scheduler, with which TLS, or a local cluster of N worker processes."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
+START_ATTEMPTS = 3
+
+
+class ClusterRefused(ValueError):
+    """A cluster setting the evaluator will not start with (one line saying why)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(info[4][0]).is_loopback
+                       for info in socket.getaddrinfo(host, None))
+        except OSError:
+            return False
+
+
+def check_scheduler(address: str, tls_dir: str | None) -> None:
+    """A scheduler off this host must be reached over tls:// with --cluster-tls: whoever reaches a Dask
+    scheduler's port without TLS can run code on its workers, which hold evaluation keys."""
+    parts = urlsplit(address if "://" in address else "tcp://" + address)
+    if parts.scheme not in ("tcp", "tls"):
+        raise ClusterRefused(f"--scheduler {address}: expected tls://HOST:PORT (or tcp:// on loopback)")
+    if parts.scheme == "tls" and not tls_dir:
+        raise ClusterRefused(f"--scheduler {address}: a tls:// scheduler needs --cluster-tls DIR")
+    if parts.scheme == "tcp" and not is_loopback(parts.hostname or ""):
+        raise ClusterRefused(f"refusing --scheduler {address}: a scheduler off loopback without TLS lets anyone who "
+                             "reaches its port run code where evaluation keys live; use tls:// and --cluster-tls DIR")
+
+
+def security(tls_dir: str | None):
+    """Mutual TLS for every link of the cluster (ca.pem signs every party's cert.pem), or None."""
+    if not tls_dir:
+        return None
+    from distributed.security import Security
+    directory = Path(tls_dir)
+    missing = [name for name in TLS_FILES if not (directory / name).is_file()]
+    if missing:
+        raise ClusterRefused(f"--cluster-tls {tls_dir}: missing {', '.join(missing)} "
+                             "(make them with `run_scenario.py cluster-certs DIR`)")
+    ca, cert, key = (str(directory / name) for name in TLS_FILES)
+    return Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, tls_scheduler_cert=cert,
+                    tls_scheduler_key=key, tls_worker_cert=cert, tls_worker_key=key, require_encryption=True)
+
+
+def make_certs(directory: Path, names: tuple[str, ...] = ("evaluator", "scheduler", "worker"), days: int = 30) -> None:
+    """A private CA and one certificate per name, for the operator's hosts (openssl): DIR/ca.key stays with
+    the operator; DIR/<name>/ holds ca.pem, cert.pem, key.pem (0600) for that host's --cluster-tls / --tls-* files."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ca_key, ca_pem = directory / "ca.key", directory / "ca.pem"
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", str(days), "-subj", "/CN=fcs-cluster-ca",
+            "-keyout", str(ca_key), "-out", str(ca_pem))
+    for name in names:
+        sub = directory / name
+        sub.mkdir(mode=0o700, exist_ok=True)
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=fcs-{name}", "-keyout", str(sub / "key.pem"),
+                "-out", str(sub / "req.csr"))
+        openssl("x509", "-req", "-in", str(sub / "req.csr"), "-CA", str(ca_pem), "-CAkey", str(ca_key),
+                "-CAcreateserial", "-days", str(days), "-out", str(sub / "cert.pem"))
+        (sub / "req.csr").unlink()
+        (sub / "ca.pem").write_bytes(ca_pem.read_bytes())
+        for path in sub.iterdir():
+            os.chmod(path, 0o600)
+    for path in directory.iterdir():
+        if path.is_file():
+            os.chmod(path, 0o600)
+
+
+@dataclass
+class Cluster:
+    """A connected client, the cluster it started (local) or None (remote), and how to name the scheduler."""
+    client: object
+    local: object | None
+    address: str
+    security: object | None
+
+    def close(self) -> None:
+        for thing in (self.client, self.local):
+            if thing is not None:
+                try:
+                    thing.close(timeout=5)
+                except Exception:  # noqa: BLE001 - closing what may already be gone
+                    pass
+
+
+def start_local(workers: int, worker_threads: int, tls_dir: str | None, workdir: Path):
+    """N worker processes (one Dask thread each; Concrete on `worker_threads` cores, default 1) and a scheduler,
+    all on loopback, under TLS too when given: a LocalCluster inside the evaluator process."""
+    from distributed import LocalCluster
+    env = {"OMP_NUM_THREADS": str(worker_threads or 1)}
+    sec = security(tls_dir)
+    local_dir = workdir / "dask"
+    local_dir.mkdir(mode=0o700, exist_ok=True)
+    import dask
+    # Runs go where the evaluator sends them (a worker holding their key): the scheduler does not steal them.
+    # A worker that stops answering (SIGSTOP, a hung host) is dropped after 10 s and its run retried elsewhere.
+    with dask.config.set({"distributed.scheduler.work-stealing": False, "distributed.scheduler.worker-ttl": "10s"}):
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       protocol="tls://" if sec else "tcp://", security=sec, dashboard_address=None,
+                                       local_directory=str(local_dir), env=env, silence_logs=logging.WARNING)
+                return cluster, sec
+            except Exception as exc:  # noqa: BLE001 - a worker process that died while starting: start again
+                if attempt == START_ATTEMPTS:
+                    raise RuntimeError(f"the local Dask cluster did not start ({START_ATTEMPTS} attempts): "
+                                       f"{type(exc).__name__}: {exc}") from None
+                logging.getLogger("fhe_credit_sim.evaluator").warning(
+                    "evaluator: the local Dask cluster did not start (%s: %s); starting it again",
+                    type(exc).__name__, str(exc)[:200])
+
+
+def quiet_dask_logs() -> None:
+    """Dask's INFO lines (every connection, every plugin) would drown the evaluator's own log."""
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker",
+                 "distributed.core", "distributed.http.proxy", "distributed.deploy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def connect(address: str, sec, timeout: float = 10.0):
+    from distributed import Client
+    return Client(address, security=sec, timeout=timeout, set_as_default=False)

@@ -1,0 +1,88 @@
+"""The accuracy/cost frontier of the kaggle deployments (one per model family), as a Markdown table from their manifests.
+
+`python -m bench.frontier` prints it; every figure comes from the committed manifest of each deployment (written by
+`run_scenario.py train`), except the tree's bootstrap intervals, computed here from its quantized predictions on the
+held-out file (the tree's manifest predates them)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from credit_model.deployment import DEPLOYMENTS_DIR, load_deployment
+
+FRONTIER = ("kaggle", "kaggle_logistic", "kaggle_xgboost")
+WARM_RUN_TARGET_S = 2.0
+
+
+def tree_intervals(deployment) -> dict[str, list[float]]:
+    """95 % bootstrap intervals of the committed tree on the held-out file (its own quantized decisions)."""
+    import numpy as np
+
+    from credit_model.schema import PARTIES
+    from credit_model.training.fhe_model import ml_client
+    from credit_model.training.generator import LABEL
+    from credit_model.training.real_data import load_kaggle
+    from credit_model.training.selection import bootstrap_intervals
+
+    test = load_kaggle("test")
+    x = np.hstack([deployment.preprocessor(p).transform_frame(test) for p in PARTIES])
+    p = ml_client(deployment).model.predict_proba(x)
+    return bootstrap_intervals(test[LABEL].to_numpy(int), (p[:, 1] > p[:, 0]).astype(int), p[:, 1])
+
+
+def row(name: str) -> dict[str, Any]:
+    deployment = load_deployment(DEPLOYMENTS_DIR / name)
+    m = deployment.manifest
+    q, fhe, timings = m["metrics"]["quantized"], m["fhe"], m["timings"]
+    ci = q.get("ci95") or tree_intervals(deployment)
+    params = m.get("model", {}).get("params") or {k: m["training"].get(k) for k in
+                                                  ("max_depth", "min_samples_leaf", "high_risk_weight")}
+    search = m["metrics"].get("search", {})
+    return {"name": name, "family": deployment.family, "params": params, "bits": m["training"]["n_bits"],
+            "monotone": deployment.is_monotone_in_years, "q": q, "ci": ci,
+            "cv_auc": search.get("candidates", [{}])[0].get("cv_auc") if search else None,
+            "pbs": m["metrics"]["programmable_bootstraps"], "eval_key": fhe["eval_key_bytes"],
+            "warm": timings["run_s_median"], "first": timings["run_s_first"], "keygen": timings["keygen_s"]}
+
+
+def _fig(value: float, interval: list[float]) -> str:
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| deployment | model | monotone | held-out AUC | balanced acc. | high-risk recall | high-risk precision "
+             "| grouped-CV AUC | PBS | eval key | warm run | first run | keygen | explanation (≤ runs) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        q, ci = r["q"], r["ci"]
+        params = ", ".join(f"{k} {v}" for k, v in r["params"].items())
+        runs = "bisect 3, linear 6" if r["monotone"] else "linear 6"
+        lines.append(
+            f"| `{r['name']}` | {r['family']} ({params}; {r['bits']}-bit inputs) | {'yes' if r['monotone'] else 'no'} "
+            f"| {_fig(q['auc'], ci['auc'])} | {_fig(q['balanced_accuracy'], ci['balanced_accuracy'])} "
+            f"| {_fig(q['high_risk_recall'], ci['high_risk_recall'])} "
+            f"| {_fig(q['high_risk_precision'], ci['high_risk_precision'])} "
+            f"| {r['cv_auc'] if r['cv_auc'] is not None else 'n/a'} | {r['pbs']} | {r['eval_key'] / 1e6:.1f} MB "
+            f"| {r['warm']:.2f} s | {r['first']:.2f} s | {r['keygen']:.1f} s | {runs} × warm run |")
+    return "\n".join(lines)
+
+
+def best_default(rows: list[dict[str, Any]]) -> str:
+    """The issue's rule: the best (AUC + balanced accuracy) monotone point whose warm run is within 2 s."""
+    fit = [r for r in rows if r["monotone"] and r["warm"] <= WARM_RUN_TARGET_S]
+    best = max(fit, key=lambda r: r["q"]["auc"] + r["q"]["balanced_accuracy"])
+    target = best["q"]["auc"] >= 0.70 and best["q"]["balanced_accuracy"] >= 0.62
+    return (f"best monotone point within {WARM_RUN_TARGET_S} s: `{best['name']}` (AUC {best['q']['auc']}, balanced "
+            f"{best['q']['balanced_accuracy']}); target AUC ≥ 0.70 and balanced ≥ 0.62 {'met' if target else 'NOT met'}")
+
+
+def main(names=FRONTIER) -> None:
+    rows = [row(n) for n in names]
+    print(table(rows))
+    print()
+    print(best_default(rows))
+
+
+if __name__ == "__main__":
+    main(tuple(sys.argv[1:]) or FRONTIER)

@@ -224,7 +224,9 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig, log: Callable[[st
             "years_employed_column": years_column,
             "monotonic_cst": {YEARS_FEATURE: 1} if config.monotone_years else {},
             "decision_rule": "argmax: approved when p(approved) > p(denied); a tie is denied",
-            "training": {k: v for k, v in asdict(config).items() if v is not None or k == "max_depth"},
+            **({"explanation": _explanation_facts(train, schema)} if config.data == "kaggle" else {}),
+            "training": {k: v for k, v in asdict(config).items() if (v is not None or k == "max_depth")
+                         and not (k == "samples" and config.data != "synthetic")},  # kaggle/demo: every row
             "metrics": metrics,
             "fhe": fhe_facts,
             "timings": timings,
@@ -234,6 +236,11 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig, log: Callable[[st
         for name in ARTIFACTS + (reference_tree.REFERENCE_TREE, MANIFEST):
             os.replace(staging / name, output_dir / name)
     return manifest
+
+
+def _explanation_facts(train: pd.DataFrame, schema: Schema) -> dict[str, Any]:
+    from credit_model.training.train_family import explanation_facts
+    return explanation_facts(train, schema)
 
 
 def cross_validated(config: TrainingConfig, params: dict, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:

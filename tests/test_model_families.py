@@ -53,7 +53,8 @@ def test_the_shipped_scenarios_of_each_family_pass_in_simulation(name):
     paths = sorted(shipped_scenarios(name).glob("*.yaml"))
     assert len(paths) >= 4, paths
     for path in paths:
-        report = ScenarioRunner(load_scenario(path), fhe="simulate").run()
+        scenario = load_scenario(path)
+        report = ScenarioRunner(scenario, fhe="simulate", deployment=scenario.deployment).run()
         assert report.passed and report.fatal is None, (path.name, [a.failures for a in report.applicants])
 
 
@@ -68,7 +69,8 @@ def test_each_family_denies_and_explains_with_real_fhe(name):
     folder = shipped_scenarios(name)
     path = folder / "denied_not_employed.yaml"
     path = path if path.exists() else folder / "denied_bin_found.yaml"
-    report = ScenarioRunner(load_scenario(path)).run()
+    scenario = load_scenario(path)
+    report = ScenarioRunner(scenario, deployment=scenario.deployment).run()
     assert report.passed and report.fatal is None, [a.failures for a in report.applicants]
     explains = [s.detail for s in report.steps if s.name.startswith("explain")]
     assert [e["strategy"] for e in explains] == ["linear", "bisect"]

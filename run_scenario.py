@@ -498,13 +498,21 @@ def list_scenarios():
               help="Real data: application_record.csv (needs --credit-csv).")
 @click.option("--credit-csv", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Real data: credit_record.csv (needs --application-csv).")
-def train(data, output_dir, samples, depth, min_samples_leaf, n_bits, seed, fhe_check, application_csv, credit_csv):
-    """Train a deployment's tree on DATA, compile the 3-input circuit and write its directory."""
+@click.option("--model", "family", type=click.Choice(["tree", "xgboost", "logistic"]), default="tree",
+              show_default=True, help="Model family; xgboost and logistic (kaggle only) choose their "
+              "hyper-parameters by cross-validation grouped by applicant and write deployment_files/kaggle_FAMILY.")
+def train(data, output_dir, samples, depth, min_samples_leaf, n_bits, seed, fhe_check, application_csv, credit_csv,
+          family):
+    """Train a deployment's model on DATA, compile the 3-input circuit and write its directory."""
     from credit_model.deployment import DEPLOYMENTS_DIR
     from credit_model.training.train import train_and_deploy, with_overrides
 
     if bool(application_csv) != bool(credit_csv):
         raise click.UsageError("--application-csv and --credit-csv go together")
+    if family != "tree":
+        if data != "kaggle":
+            raise click.UsageError("--model xgboost|logistic trains on --data kaggle")
+        data = f"kaggle_{family}"
     config = with_overrides(data, samples=samples, max_depth=depth, min_samples_leaf=min_samples_leaf,
                             n_bits=n_bits, seed=seed, fhe_check_samples=fhe_check,
                             application_csv=application_csv, credit_csv=credit_csv)

@@ -18,7 +18,7 @@ MANIFEST = "manifest.json"
 FORMAT = "fhe-credit-sim/deployment/1"
 # The committed deployments, one directory each; a deployment is named by its directory here, or given as a path.
 DEPLOYMENTS_DIR = Path(__file__).resolve().parent.parent / "deployment_files"
-COMMITTED = ("kaggle", "demo", "synthetic")
+COMMITTED = ("kaggle", "demo", "synthetic", "kaggle_xgboost", "kaggle_logistic")
 DEFAULT = "kaggle"
 DEFAULT_DIR = DEPLOYMENTS_DIR / DEFAULT
 # Files every deployment holds besides the manifest.
@@ -93,6 +93,17 @@ class Deployment:
         return self.schema.bins
 
     @property
+    def family(self) -> str:
+        """tree | xgboost | logistic (credit_model/training/families.py); a manifest without one holds a tree."""
+        return str(self.manifest.get("model", {}).get("family", "tree"))
+
+    @property
+    def employed_candidates(self) -> bool:
+        """True when the explanation proposes "employed, with at least X years" to an applicant who is not
+        employed (the training data holds no non-employed applicant above the first bin; train.py checks)."""
+        return bool(self.manifest.get("explanation", {}).get("not_employed_candidates_are_employed"))
+
+    @property
     def is_monotone_in_years(self) -> bool:
         return self.manifest.get("monotonic_cst", {}).get("Years_employed") == 1
 
@@ -117,7 +128,7 @@ class Deployment:
 
 
 def resolve(name_or_path: Path | str | None) -> Path:
-    """A committed deployment's name (kaggle, demo, synthetic) or a deployment directory; None is the default."""
+    """A committed deployment's name (COMMITTED) or a deployment directory; None is the default."""
     if name_or_path is None or name_or_path == "":
         return DEFAULT_DIR
     text = str(name_or_path)

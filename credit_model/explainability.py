@@ -43,10 +43,20 @@ class Explanation:
 
 
 def explanation_for(first_approving: int | None, own: int, bins: Sequence[str], runs: int,
-                    tried: Sequence[int]) -> Explanation:
-    """Turn the first approving bin index (or None) into the demo's message."""
+                    tried: Sequence[int], adds_employment: bool = False) -> Explanation:
+    """Turn the first approving bin index (or None) into the demo's message; `adds_employment`: the candidates
+    were "employed, with at least that bin" for an applicant who is not employed, and the message says so."""
     if first_approving == own:
         return Explanation("approved_at_own_bin", APPROVED, bins[own], runs, tuple(tried))
+    if adds_employment and first_approving is not None:
+        text = (f"{DENIED} However, being employed, with at least {bins[first_approving]} years of employment, "
+                "would increase your chance of having your credit card approved.")
+        return Explanation("bin_found", text, bins[first_approving], runs, tuple(tried))
+    if adds_employment and own < len(bins) - 1:
+        text = (f"{DENIED} Unfortunately, being employed, even with up to {bins[-1]} years of employment, does not "
+                "seem to be enough to get an approval based on the given inputs. Other inputs like the income or "
+                "the account's age might have bigger impact in this particular case.")
+        return Explanation("no_bin_helps", text, None, runs, tuple(tried))
     if first_approving is not None:
         text = (f"{DENIED} However, having at least {bins[first_approving]} years of employment would "
                 "increase your chance of having your credit card approved.")
@@ -63,7 +73,8 @@ def explanation_for(first_approving: int | None, own: int, bins: Sequence[str], 
     return Explanation("no_bin_helps", text, None, runs, tuple(tried))
 
 
-def explain_linear(bins: Sequence[str], own: int, run: Callable[[int], bool]) -> Explanation:
+def explain_linear(bins: Sequence[str], own: int, run: Callable[[int], bool],
+                   adds_employment: bool = False) -> Explanation:
     """The demo's loop: run the own bin, then each higher bin, until the first approval; in the last bin
     already, no encrypted run at all (the demo answers at once)."""
     if own == len(bins) - 1:
@@ -72,12 +83,12 @@ def explain_linear(bins: Sequence[str], own: int, run: Callable[[int], bool]) ->
     for index in range(own, len(bins)):
         tried.append(index - own)
         if run(index - own):
-            return explanation_for(index, own, bins, len(tried), tried)
-    return explanation_for(None, own, bins, len(tried), tried)
+            return explanation_for(index, own, bins, len(tried), tried, adds_employment)
+    return explanation_for(None, own, bins, len(tried), tried, adds_employment)
 
 
 def explain_bisect(bins: Sequence[str], own: int, run: Callable[[int], bool],
-                   own_approved: bool = False) -> Explanation:
+                   own_approved: bool = False, adds_employment: bool = False) -> Explanation:
     """Binary search for the first approving bin above the own bin (known denied when own_approved is False).
 
     Monotonicity makes "approved at offset k" imply "approved at every offset above k", so the first
@@ -93,7 +104,7 @@ def explain_bisect(bins: Sequence[str], own: int, run: Callable[[int], bool],
             hi = mid
         else:
             lo = mid + 1
-    return explanation_for(lo if lo < len(bins) else None, own, bins, len(tried), tried)
+    return explanation_for(lo if lo < len(bins) else None, own, bins, len(tried), tried, adds_employment)
 
 
 def max_bisect_runs(n_bins: int) -> int:

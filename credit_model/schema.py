@@ -11,6 +11,7 @@ PARTIES = ("user", "bank", "agency")
 KINDS = ("bool", "int", "float", "category", "ordinal")
 # The feature the explainability loop moves through its ordered bins; an ordinal of the agency in every schema.
 YEARS_FEATURE = "Years_employed"
+EMPLOYED_FEATURE = "Employed"  # the agency's other feature (kaggle, demo, synthetic schemas)
 YEARS_PARTY = "agency"
 # The encoded value standing for a missing (None) value of a nullable category.
 MISSING = "Missing"

@@ -58,6 +58,7 @@ class FeatureParty(Node):
         self.simulate = settings.fhe == "simulate"
         deployment = load_deployment(settings.deployment)
         self.schema = deployment.schema
+        self.deployment = deployment
         self.pre = deployment.preprocessor(party)
         self.cipher = PartyCipher(deployment, self.simulate)
         self.keys: OrderedDict[str, InputEncryptor] = OrderedDict()  # key id -> input-only key set

@@ -240,10 +240,11 @@ class User(Node):
             return outcome["approved"]
 
         t0 = time.perf_counter()
+        adds_employment = bool(info.get("adds_employment"))
         if strategy == "linear":
-            explanation = explain_linear(bins, info["own_index"], run)
+            explanation = explain_linear(bins, info["own_index"], run, adds_employment)
         else:
-            explanation = explain_bisect(bins, info["own_index"], run)
+            explanation = explain_bisect(bins, info["own_index"], run, adds_employment=adds_employment)
         app.machine.fire(Event.EXPLAIN)
         return {"explanation": explanation.message, "outcome": explanation.outcome, "bin": explanation.bin,
                 "strategy": strategy, "runs": explanation.runs, "candidates": runs,

@@ -75,3 +75,17 @@ def test_non_monotone_models_make_the_strategies_disagree():
                      if explain_linear(BINS, 0, lambda off, p=p: p[off]).message
                      != explain_bisect(BINS, 0, lambda off, p=p: p[off]).message]
     assert (False, True, False, False, False, False) in disagreements
+
+
+def test_an_applicant_who_is_not_employed_is_told_the_candidates_were_employed_ones():
+    """Where the data holds no non-employed applicant above the first bin, the agency's candidates for one who is
+    not employed are "employed, with at least X years", and the message says so (written out, not read)."""
+    found = explain_linear(BINS, 0, lambda offset: offset >= 2, adds_employment=True)
+    assert (found.outcome, found.bin) == ("bin_found", "5-8")
+    assert found.message == (f"{DENIED} However, being employed, with at least 5-8 years of employment, would "
+                             "increase your chance of having your credit card approved.")
+    assert explain_bisect(BINS, 0, lambda offset: offset >= 2, adds_employment=True).message == found.message
+    none = explain_linear(BINS, 0, lambda offset: False, adds_employment=True)
+    assert none.outcome == "no_bin_helps" and "being employed, even with up to 18+ years" in none.message
+    plain = explain_linear(BINS, 0, lambda offset: offset >= 2)
+    assert "However, having at least 5-8 years of employment" in plain.message

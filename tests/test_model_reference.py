@@ -1,4 +1,4 @@
-"""The committed circuits decide as the trained tree applied by hand (tests/tree_by_hand.py), on a few hundred
+"""The committed circuits (every family) decide as the trained model applied by hand (tests/tree_by_hand.py), on a few hundred
 applicants per deployment; the shipped scenarios' expectations agree with that independent reference too."""
 
 import random
@@ -12,7 +12,7 @@ from bench.load import applicant_records
 from scenarios.spec import load_scenario
 from tests.tree_by_hand import TreeByHand
 
-APPLICANTS = {"kaggle": 150, "demo": 56, "synthetic": 150}  # real rows; as many random variants again
+APPLICANTS = {"kaggle": 150, "demo": 56, "synthetic": 150, "kaggle_xgboost": 150, "kaggle_logistic": 150}  # real rows; as many random variants again
 
 
 def applicants(name, by_hand):
@@ -45,7 +45,9 @@ def test_the_circuit_decides_as_the_tree_applied_by_hand(deployment_pair):
         worst = max(worst, abs(p_circuit - by_hand.probability(records)))
     assert decisions[True] and decisions[False], f"{name}: the applicants must include both outcomes: {decisions}"
     assert not wrong, f"{name}: {len(wrong)}/{len(people)} decisions differ, first: {wrong[0]}"
-    assert worst <= 1.0 / (2 ** leaf_bits - 1) + 1e-9, f"{name}: p(approved) off by {worst}"
+    # a tree's reference is the leaf's float probability; an ensemble's or a linear model's applies the quantization
+    tolerance = 1.0 / (2 ** leaf_bits - 1) + 1e-9 if by_hand.family == "tree" else 1e-6
+    assert worst <= tolerance, f"{name}: p(approved) off by {worst}"
 
 
 def test_the_monotone_deployments_never_lower_p_approved_as_years_employed_goes_up(deployment_pair):

@@ -1,5 +1,9 @@
-"""The deployed tree applied by hand from the deployment's JSON files: an expected decision that shares no code with
-the roles' preprocess / quantize / encrypt / run / decrypt path (nothing here imports credit_model or Concrete)."""
+"""The deployed model applied by hand from the deployment's JSON files: an expected decision that shares no code with
+the roles' preprocess / quantize / encrypt / run / decrypt path (nothing here imports credit_model or Concrete).
+
+A tree is walked (reference_tree.json); an xgboost ensemble's trees are walked and their leaves quantized, summed and
+put through the sigmoid (reference_ensemble.json); a logistic regression's integer score is computed, rounded and
+put through the sigmoid (reference_linear.json)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 PARTIES = ("user", "bank", "agency")
+REFERENCES = {"tree": "reference_tree.json", "xgboost": "reference_ensemble.json", "logistic": "reference_linear.json"}
 
 
 class TreeByHand:
@@ -18,7 +23,8 @@ class TreeByHand:
     def __init__(self, directory: Path):
         directory = Path(directory)
         self.manifest = json.loads((directory / "manifest.json").read_text())
-        self.tree = json.loads((directory / "reference_tree.json").read_text())
+        self.family = self.manifest.get("model", {}).get("family", "tree")
+        self.tree = json.loads((directory / REFERENCES[self.family]).read_text())
         self.scaling = {p: json.loads((directory / f"preprocessor_{p}.json").read_text())["scaling"]
                         for p in PARTIES}
         self.features = {p: self.manifest["schema"]["parties"][p] for p in PARTIES}
@@ -60,8 +66,33 @@ class TreeByHand:
             node = t["left"][node] if row[t["feature"][node]] <= t["threshold"][node] else t["right"][node]
         return node
 
+    def quantized_row(self, records: dict[str, dict[str, Any]]) -> list[float]:
+        return [self.quantize(x, q) for x, q in zip(self.columns(records), self.tree["input_quantizers"])]
+
+    def score(self, records: dict[str, dict[str, Any]]) -> float:
+        """xgboost and logistic: the score whose sigmoid is p(approved), as the user dequantizes it."""
+        row = self.quantized_row(records)
+        if self.family == "xgboost":
+            q, total = self.tree["output_quantizer"], 0.0
+            for tree in self.tree["trees"]:
+                node = tree
+                while "leaf" not in node:
+                    value = row[int(node["split"][1:])]  # "f12": column 12; xgboost sends x < condition to "yes"
+                    target = node["yes"] if value < node["split_condition"] else node["no"]
+                    node = next(c for c in node["children"] if c["nodeid"] == target)
+                total += q["scale"] * (self.quantize(node["leaf"], q) - q["zero_point"])
+            return total
+        t = self.tree
+        raw = sum(int(x) * w for x, w in zip(row, t["weights"])) + t["bias"] - t["shift"]
+        step = 2 ** t["lsbs_removed"]
+        rounded = ((raw + step // 2) // step) * step  # round half up, to a multiple of 2**lsbs_removed
+        return t["output_scale"] * (rounded - t["output_zero_point"])
+
     def probability(self, records: dict[str, dict[str, Any]]) -> float:
-        """p(approved) at the leaf (class 1 is approved), before Concrete ML quantizes the leaves."""
+        """p(approved): a tree's at the leaf (class 1 is approved), before Concrete ML quantizes the leaves; an
+        ensemble's or a linear model's, the sigmoid of its score."""
+        if self.family != "tree":
+            return 1.0 / (1.0 + math.exp(-self.score(records)))
         counts = self.tree["tree"]["value"][self.leaf(records)]
         return counts[self.tree["classes"].index(1)] / sum(counts)
 

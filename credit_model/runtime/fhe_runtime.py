@@ -25,6 +25,10 @@ MAX_MEMBER_BYTES = 4 << 20
 SECRET_KEY_HEADER = bytes.fromhex(
     "0300000000000000302e35000000000300000000000000302e311900000000000000"
     "636f72655f63727970746f3a3a4c77655365637265744b657900000000")
+# The Concrete ML classes a deployment may hold, by family (credit_model/training/families.py, same names).
+MODEL_FAMILIES = {"concrete.ml.sklearn.tree.DecisionTreeClassifier": "tree",
+                  "concrete.ml.sklearn.xgb.XGBClassifier": "xgboost",
+                  "concrete.ml.sklearn.linear_model.LogisticRegression": "logistic"}
 EVALUATION_KEY_LISTS = ("lweBootstrapKeys", "lweKeyswitchKeys", "packingKeyswitchKeys")
 _NUMPY_SCALAR_DTYPES = {"numpy_float": ("float16", "float32", "float64"),
                         "numpy_integer": ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")}
@@ -177,8 +181,9 @@ class CircuitSpec:
         schema = json.loads(_read_member(zipfile.ZipFile(io.BytesIO(bytes.fromhex(
             processing["model_type"]["serialized_value"]))), "schema.json"))
         model = f"{schema.get('__module__')}.{schema.get('__class__')}"
-        if model != "concrete.ml.sklearn.tree.DecisionTreeClassifier":
-            raise ValueError(f"the deployed model is a {model}; only Concrete ML's DecisionTreeClassifier is supported")
+        if model not in MODEL_FAMILIES:
+            raise ValueError(f"the deployed model is a {model}; supported: {', '.join(MODEL_FAMILIES)}")
+        self.family: str = MODEL_FAMILIES[model]
         if processing.get("ciphertext_format") is not None or processing.get("model_post_processing_params"):
             raise ValueError("unsupported ciphertext format or post-processing parameters")
         self.input_quantizers = tuple(UniformQuantizer.from_json(q, f"input quantizer {i}")
@@ -228,10 +233,17 @@ class CircuitSpec:
         return q
 
     def probabilities(self, q_output: Any) -> np.ndarray:
-        """Dequantize a decrypted output and sum the trees: rows [p(denied), p(approved)]."""
+        """Dequantize a decrypted output into rows [p(denied), p(approved)], as Concrete ML's post-processing does:
+        a tree's output is its leaf's probabilities; an xgboost ensemble's, one leaf value per tree, summed into the
+        score; a logistic regression's, the (rounded) score itself. A score s gives p(approved) = sigmoid(s)."""
         q = self.outputs[0].check(np.asarray(q_output), "the decrypted output")
-        y = self.output_quantizer.dequant(q).sum(axis=-1)  # Concrete ML's tree post-processing
-        return y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
+        y = self.output_quantizer.dequant(q)
+        if self.family == "tree":
+            y = y.sum(axis=-1)
+            return y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
+        score = (y.sum(axis=-1) if self.family == "xgboost" else y).reshape(-1)
+        p = 1.0 / (1.0 + np.exp(-score))
+        return np.stack([1.0 - p, p], axis=1)
 
     def check_input(self, position: Any, q: Any) -> np.ndarray:
         if type(position) is not int or not 0 <= position < len(self.inputs):

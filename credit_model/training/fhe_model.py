@@ -32,16 +32,20 @@ def check_secret_key_layout(blob: bytes, dimension: int, index: int) -> None:
                          f"({len(blob)} bytes, expected {len(expected) + 8 * dimension})")
 
 
-def compile_multi_input(model, q_inputset: np.ndarray, slices: Sequence[tuple[int, int]]) -> fhe.Circuit:
-    """Compile the fitted tree's integer inference as f(user, bank, agency) over three encrypted slices.
+def compile_multi_input(model, q_inputset: np.ndarray, slices: Sequence[tuple[int, int]],
+                        inference=None) -> fhe.Circuit:
+    """Compile the fitted model's integer inference as f(user, bank, agency) over three encrypted slices.
 
     The three arguments are concatenated along the feature axis inside the circuit, so each party
-    encrypts only its own columns. Input and evaluation-key compression are on.
+    encrypts only its own columns. Input and evaluation-key compression are on. `inference` is the
+    function of the concatenated row (default: a tree's `_tree_inference`, see families.prepare_for_circuit).
     """
-    inference = model._tree_inference  # pylint: disable=protected-access
+    if inference is None:
+        tree_inference = model._tree_inference  # pylint: disable=protected-access
+        inference = lambda x: tree_inference(x)[0]  # noqa: E731
 
-    def credit_tree(user, bank, agency):
-        return inference(np.concatenate((user, bank, agency), axis=1))[0]
+    def credit_tree(user, bank, agency):  # the name every deployment's circuit carries (any family)
+        return inference(np.concatenate((user, bank, agency), axis=1))
 
     compiler = fhe.Compiler(credit_tree, {p: "encrypted" for p in PARTIES})
     inputset = [tuple(q_inputset[i:i + 1, a:b] for a, b in slices) for i in range(len(q_inputset))]

@@ -47,6 +47,12 @@ class TrainingConfig:
     fhe_check_samples: int = 50
     application_csv: str | None = None
     credit_csv: str | None = None
+    # Model family (credit_model/training/families.py); None is the tree, and the tree's manifest stays as it was.
+    model: str | None = None
+    n_estimators: int | None = None    # xgboost
+    learning_rate: float | None = None  # xgboost
+    C: float | None = None             # logistic: inverse regularisation strength
+    search: bool | None = None         # choose the family's hyper-parameters by grouped CV (families.SEARCH_SPACES)
 
 
 PRESETS: dict[str, TrainingConfig] = {
@@ -59,6 +65,10 @@ PRESETS: dict[str, TrainingConfig] = {
     "demo": TrainingConfig(data="demo", max_depth=None, n_bits=6, min_samples_leaf=1, monotone_years=False,
                            test_size=0.0, fhe_check_samples=56),
     "synthetic": TrainingConfig(),
+    # Beside the tree, on the same kaggle columns: hyper-parameters chosen by 5-fold cross-validation grouped by
+    # applicant on the training file (the search is re-run by every build and recorded in the manifest).
+    "kaggle_xgboost": TrainingConfig(data="kaggle", model="xgboost", n_bits=3, search=True, fhe_check_samples=20),
+    "kaggle_logistic": TrainingConfig(data="kaggle", model="logistic", n_bits=6, search=True, fhe_check_samples=50),
 }
 
 
@@ -136,6 +146,9 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig, log: Callable[[st
 
     from credit_model.training.fhe_model import MultiInputFHEModelClient, MultiInputFHEModelDev, compile_multi_input
 
+    if config.model not in (None, "tree"):
+        from credit_model.training.train_family import train_family_and_deploy
+        return train_family_and_deploy(output_dir, config, log, frames)
     if frames is not None:
         (train, test, schema), test_rows = frames, "the test frame given"
     else:
@@ -211,7 +224,9 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig, log: Callable[[st
             "years_employed_column": years_column,
             "monotonic_cst": {YEARS_FEATURE: 1} if config.monotone_years else {},
             "decision_rule": "argmax: approved when p(approved) > p(denied); a tie is denied",
-            "training": {k: v for k, v in asdict(config).items() if v is not None or k == "max_depth"},
+            **({"explanation": _explanation_facts(train, schema)} if config.data == "kaggle" else {}),
+            "training": {k: v for k, v in asdict(config).items() if (v is not None or k == "max_depth")
+                         and not (k == "samples" and config.data != "synthetic")},  # kaggle/demo: every row
             "metrics": metrics,
             "fhe": fhe_facts,
             "timings": timings,
@@ -221,6 +236,11 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig, log: Callable[[st
         for name in ARTIFACTS + (reference_tree.REFERENCE_TREE, MANIFEST):
             os.replace(staging / name, output_dir / name)
     return manifest
+
+
+def _explanation_facts(train: pd.DataFrame, schema: Schema) -> dict[str, Any]:
+    from credit_model.training.train_family import explanation_facts
+    return explanation_facts(train, schema)
 
 
 def cross_validated(config: TrainingConfig, params: dict, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -288,7 +308,7 @@ def measure_fhe(directory: Path, slices, preprocessors, rows: pd.DataFrame, mode
     eval_key = client.get_serialized_evaluation_keys()
     server = server_cls(str(directory))
     keys = fhe.EvaluationKeys.deserialize(eval_key)
-    clear = model.predict(_party_matrix(preprocessors, rows))
+    clear = model.predict(_party_matrix(preprocessors, rows)).astype(int)
     sizes: dict[str, int] = {}
     runs, predictions, p_approved, output_bytes = [], [], [], 0
     # a progress bar on a terminal (tqdm: quiet when stderr is not one), for the held-out applicants run in FHE

@@ -99,7 +99,9 @@ class ScenarioRunner:
         self.fhe = fhe or scenario.fhe
         self.strategy = strategy
         self.transport = transport or scenario.transport
-        self.deployment = deployment
+        # the deployment the scenario's applicants were checked against, unless one is given: roles that ran
+        # another deployment's model would decide this scenario's applicants with it (bench did, on kaggle_xgboost)
+        self.deployment = deployment or scenario.deployment or None
         self.run_dir = run_dir
         self.progress = progress
         self.secure = secure

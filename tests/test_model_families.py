@@ -58,6 +58,17 @@ def test_the_shipped_scenarios_of_each_family_pass_in_simulation(name):
         assert report.passed and report.fatal is None, (path.name, [a.failures for a in report.applicants])
 
 
+def test_a_runner_given_no_deployment_runs_the_scenarios_own():
+    """A scenario names its deployment; a runner built without one (as bench's explanation section was) started the
+    default deployment's roles, which decided the xgboost applicant with the kaggle tree: carla, denied by the
+    ensemble from every bin, was approved from 5-8 up."""
+    scenario = load_scenario(shipped_scenarios("kaggle_xgboost") / "denied_no_bin_helps.yaml")
+    assert scenario.deployment.endswith("kaggle_xgboost")
+    report = ScenarioRunner(scenario, fhe="simulate").run()
+    assert report.passed, [a.failures for a in report.applicants]
+    assert [s.detail.get("outcome") for s in report.steps if s.name.startswith("explain")] == ["no_bin_helps"]
+
+
 @pytest.mark.fhe
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FAMILIES))

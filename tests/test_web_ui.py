@@ -559,3 +559,28 @@ def test_no_tab_pushes_another_tabs_application_out(page, browser, shipped, tmp_
     d.switch_to.window(tab_b)
     assert apply(d, (SIM_SENT,) * 3) == APPROVED
     assert_roles_ended(proc, pids, tmp_path / "ui0.log")
+
+
+# --- (g) every model family on the page (--fhe simulate: the page's own logic per deployment) -------------------
+@pytest.mark.parametrize("deployment", ["kaggle_xgboost", "kaggle_logistic"])
+def test_each_model_family_is_decided_and_explained_on_the_page(page, browser, deployment, tmp_path):
+    """The page's panels come from the deployment's own schema and its decision and explanation from the family's
+    own model: a denied applicant of that deployment's shipped scenarios clicked through to the decision and the
+    explanation its scenario expects (the expectations are checked against the model applied by hand in
+    tests/test_model_reference.py; the real-FHE path of each family in tests/test_model_families.py)."""
+    bruno = load_scenario(SCENARIO_DIR / deployment / "denied_bin_found.yaml").applicants[0]
+    expected = next(s.expect.message for s in bruno.steps if s.action == "explain" and s.expect.message)
+    assert expected.startswith(DENIED)
+    url, proc = page("--deployment", deployment, "--fhe", "simulate")
+    d = browser
+    open_page(d, url)
+    assert deployment in element(d, "#header").text
+    pids = pids_on(d)
+    for party in ("user", "bank", "agency"):
+        fill(d, party, bruno.data[party])
+    assert SIM_KEYS in press(d, "keygen-button", "keygen-status")
+    assert apply(d, (SIM_SENT, SIM_SENT, SIM_SENT)) == DENIED
+    status = press(d, "explain-button", "explain-status")
+    assert EXPLAINED in status, status
+    assert shown(d, "explanation") == expected
+    assert_roles_ended(proc, pids, tmp_path / "ui0.log")

@@ -96,12 +96,17 @@ class Cluster:
     security: object | None
 
     def close(self) -> None:
-        for thing in (self.client, self.local):
-            if thing is not None:
-                try:
-                    thing.close(timeout=5)
-                except Exception:  # noqa: BLE001 - closing what may already be gone
-                    pass
+        close_quietly(self.client, self.local)
+
+
+def close_quietly(*things) -> None:
+    """Close Dask clients and clusters (5 s each) that may already be gone."""
+    for thing in things:
+        if thing is not None:
+            try:
+                thing.close(timeout=5)
+            except Exception:  # noqa: BLE001 - closing what may already be gone
+                pass
 
 
 def start_local(workers: int, worker_threads: int, tls_dir: str | None, workdir: Path):

@@ -95,12 +95,8 @@ class DaskRunner:
         self.stopping.set()
         self.events.put(("stop", None, None, 0))
         self.thread.join(10)
-        for thing in (self.client, self.local):
-            if thing is not None:
-                try:
-                    thing.close(timeout=5)
-                except Exception:  # noqa: BLE001 - closing what may already be gone
-                    pass
+        from .cluster import close_quietly
+        close_quietly(self.client, self.local)
 
     # --- the dispatcher thread ------------------------------------------------------------------------------
     def _client(self):

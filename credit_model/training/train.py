@@ -102,6 +102,40 @@ def _party_matrix(preprocessors: dict[str, PartyPreprocessor], df: pd.DataFrame)
     return np.hstack([preprocessors[p].transform_frame(df) for p in PARTIES])
 
 
+@dataclass
+class PartyData:
+    """The training and held-out rows as each party's preprocessed columns side by side, and where each party's
+    slice and the years-employed column sit in them."""
+    train: pd.DataFrame
+    test: pd.DataFrame
+    schema: Schema
+    test_rows: str
+    preprocessors: dict[str, PartyPreprocessor]
+    x_train: np.ndarray
+    x_test: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+    slices: dict[str, tuple[int, int]]
+    columns: list[str]
+    years_column: int
+
+
+def party_data(config: TrainingConfig, frames: tuple[pd.DataFrame, pd.DataFrame, Schema] | None = None) -> PartyData:
+    """The configured data set split (or the frames given), each party's preprocessor fitted on the training rows."""
+    if frames is not None:
+        (train, test, schema), test_rows = frames, "the test frame given"
+    else:
+        train, test, schema, test_rows = load_split(config)
+    preprocessors = {p: PartyPreprocessor(p, schema).fit(train) for p in PARTIES}
+    bounds = np.cumsum([0] + [len(preprocessors[p].output_columns) for p in PARTIES])
+    slices = {p: (int(bounds[i]), int(bounds[i + 1])) for i, p in enumerate(PARTIES)}
+    return PartyData(train, test, schema, test_rows, preprocessors,
+                     _party_matrix(preprocessors, train), _party_matrix(preprocessors, test),
+                     train[LABEL].to_numpy(int), test[LABEL].to_numpy(int), slices,
+                     [c for p in PARTIES for c in preprocessors[p].output_columns],
+                     slices["agency"][0] + preprocessors["agency"].output_columns.index(YEARS_FEATURE))
+
+
 def tree_params(config: TrainingConfig, years_column: int, width: int) -> dict[str, Any]:
     params: dict[str, Any] = dict(max_depth=config.max_depth, min_samples_leaf=config.min_samples_leaf,
                                   random_state=config.seed)
@@ -149,19 +183,10 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig, log: Callable[[st
     if config.model not in (None, "tree"):
         from credit_model.training.train_family import train_family_and_deploy
         return train_family_and_deploy(output_dir, config, log, frames)
-    if frames is not None:
-        (train, test, schema), test_rows = frames, "the test frame given"
-    else:
-        train, test, schema, test_rows = load_split(config)
-    preprocessors = {p: PartyPreprocessor(p, schema).fit(train) for p in PARTIES}
-    x_train, x_test = _party_matrix(preprocessors, train), _party_matrix(preprocessors, test)
-    y_train, y_test = train[LABEL].to_numpy(int), test[LABEL].to_numpy(int)
-
-    widths = [len(preprocessors[p].output_columns) for p in PARTIES]
-    bounds = np.cumsum([0] + widths)
-    slices = {p: (int(bounds[i]), int(bounds[i + 1])) for i, p in enumerate(PARTIES)}
-    columns = [c for p in PARTIES for c in preprocessors[p].output_columns]
-    years_column = slices["agency"][0] + preprocessors["agency"].output_columns.index(YEARS_FEATURE)
+    d = party_data(config, frames)
+    train, test, schema, test_rows, preprocessors = d.train, d.test, d.schema, d.test_rows, d.preprocessors
+    x_train, x_test, y_train, y_test = d.x_train, d.x_test, d.y_train, d.y_test
+    slices, columns, years_column = d.slices, d.columns, d.years_column
     params = tree_params(config, years_column, x_train.shape[1])
 
     log(f"training on {len(train)} rows of {config.data} data, testing on {len(test)}: {test_rows}")

@@ -14,16 +14,14 @@ import numpy as np
 import pandas as pd
 
 from credit_model.deployment import ARTIFACTS, MANIFEST, write_manifest, write_warmup_inputs
-from credit_model.preprocessing import PartyPreprocessor
 from credit_model.schema import EMPLOYED_FEATURE, PARTIES, YEARS_FEATURE, Schema
 from credit_model.training import reference_model
 from credit_model.training.evaluation import classification_figures, novel_rows
 from credit_model.training.families import (
     MODEL_CLASSES, SEARCH_SPACES, clear_probabilities, concrete_model, is_monotone_in, prepare_for_circuit)
-from credit_model.training.generator import LABEL
 from credit_model.training.selection import applicant_groups, bootstrap_intervals, grid, grouped_cv
 from credit_model.training.train import (
-    TrainingConfig, _party_matrix, baseline_figures, fhe_rows, load_split, measure_fhe, normalize_zip)
+    TrainingConfig, baseline_figures, fhe_rows, measure_fhe, normalize_zip, party_data)
 
 FAMILY_PARAMS = {"xgboost": ("n_estimators", "max_depth", "learning_rate", "high_risk_weight"),
                  "logistic": ("C", "high_risk_weight")}
@@ -78,18 +76,10 @@ def train_family_and_deploy(output_dir: Path, config: TrainingConfig, log: Calla
     family = config.model
     if family not in FAMILY_PARAMS:
         raise ValueError(f"unknown model family {family!r} (tree, {', '.join(FAMILY_PARAMS)})")
-    if frames is not None:
-        (train, test, schema), test_rows = frames, "the test frame given"
-    else:
-        train, test, schema, test_rows = load_split(config)
-    preprocessors = {p: PartyPreprocessor(p, schema).fit(train) for p in PARTIES}
-    x_train, x_test = _party_matrix(preprocessors, train), _party_matrix(preprocessors, test)
-    y_train, y_test = train[LABEL].to_numpy(int), test[LABEL].to_numpy(int)
-    widths = [len(preprocessors[p].output_columns) for p in PARTIES]
-    bounds = np.cumsum([0] + widths)
-    slices = {p: (int(bounds[i]), int(bounds[i + 1])) for i, p in enumerate(PARTIES)}
-    columns = [c for p in PARTIES for c in preprocessors[p].output_columns]
-    years_column = slices["agency"][0] + preprocessors["agency"].output_columns.index(YEARS_FEATURE)
+    d = party_data(config, frames)
+    train, test, schema, test_rows, preprocessors = d.train, d.test, d.schema, d.test_rows, d.preprocessors
+    x_train, x_test, y_train, y_test = d.x_train, d.x_test, d.y_train, d.y_test
+    slices, columns, years_column = d.slices, d.columns, d.years_column
     width = x_train.shape[1]
 
     def make(params):

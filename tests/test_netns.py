@@ -25,6 +25,7 @@ from credit_model.explainability import decision_message
 from run_scenario import cli
 from scenarios import SCENARIO_DIR
 from simulation.processes import MODULES, PROJECT_ROOT
+from tests.netns_hosts import bridged_hosts, sh
 from tests.fault_timing import Capture, FaultOnMessage, ProcessTree
 
 pytestmark = pytest.mark.skipif(
@@ -37,41 +38,11 @@ LIVENESS = 4.0  # SPEC §9: the default liveness window (roles and runner run wi
 APPROVED = decision_message(True)
 
 
-def sh(*args):
-    subprocess.run(args, check=True, capture_output=True)
-
-
 @pytest.fixture
 def hosts():
     """Six namespaces (a hub with a bridge, one per role and one for the runner); address per host."""
-    tag = f"fcs{os.getpid() % 10000}"
-    hub, subnet = f"{tag}-hub", f"10.231.{os.getpid() % 200}"
-    made, links, inner_devs = [hub], {}, {}
-    try:
-        sh("ip", "netns", "add", hub)
-        sh("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", hub, "link", "set", "br0", "up")
-        address = {}
-        for i, name in enumerate(NAMES, start=1):
-            ns, inner, outer = f"{tag}-{name}", f"{tag}i{i}", f"{tag}o{i}"
-            sh("ip", "netns", "add", ns)
-            made.append(ns)
-            sh("ip", "link", "add", inner, "type", "veth", "peer", "name", outer)
-            sh("ip", "link", "set", inner, "netns", ns)
-            sh("ip", "link", "set", outer, "netns", hub)
-            sh("ip", "-n", ns, "addr", "add", f"{subnet}.{i}/24", "dev", inner)
-            sh("ip", "-n", ns, "link", "set", inner, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "-n", hub, "link", "set", outer, "master", "br0")
-            sh("ip", "-n", hub, "link", "set", outer, "up")
-            address[name] = f"{subnet}.{i}"
-            links[name] = outer
-            inner_devs[name] = inner
-        yield {"ns": {n: f"{tag}-{n}" for n in NAMES}, "address": address, "hub": hub, "links": links,
-               "inner": inner_devs}
-    finally:
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    with bridged_hosts("fcs", "10.231", NAMES) as made:
+        yield made
 
 
 def start_roles(hosts, keys, tmp_path, fhe, extra=None):

@@ -21,6 +21,7 @@ from credit_model.explainability import decision_message
 from run_scenario import cli
 from scenarios import SCENARIO_DIR
 from simulation.processes import MODULES, PROJECT_ROOT
+from tests.netns_hosts import bridged_hosts
 from tests.test_dask_engine import clear_decision
 from tests.test_faults_midrun import shipped_applicant
 
@@ -32,37 +33,10 @@ pytestmark = pytest.mark.skipif(
 NAMES = ("runner", "evaluator", "user", "bank", "agency", "scheduler", "worker1", "worker2")
 
 
-def sh(*args):
-    subprocess.run(args, check=True, capture_output=True)
-
-
 @pytest.fixture
 def hosts():
-    tag = f"fcd{os.getpid() % 10000}"
-    hub, subnet = f"{tag}-hub", f"10.232.{os.getpid() % 200}"
-    made = [hub]
-    try:
-        sh("ip", "netns", "add", hub)
-        sh("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", hub, "link", "set", "br0", "up")
-        address = {}
-        for i, name in enumerate(NAMES, start=1):
-            ns, inner, outer = f"{tag}-{name}", f"{tag}i{i}", f"{tag}o{i}"
-            sh("ip", "netns", "add", ns)
-            made.append(ns)
-            sh("ip", "link", "add", inner, "type", "veth", "peer", "name", outer)
-            sh("ip", "link", "set", inner, "netns", ns)
-            sh("ip", "link", "set", outer, "netns", hub)
-            sh("ip", "-n", ns, "addr", "add", f"{subnet}.{i}/24", "dev", inner)
-            sh("ip", "-n", ns, "link", "set", inner, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "-n", hub, "link", "set", outer, "master", "br0")
-            sh("ip", "-n", hub, "link", "set", outer, "up")
-            address[name] = f"{subnet}.{i}"
-        yield {"ns": {n: f"{tag}-{n}" for n in NAMES}, "address": address}
-    finally:
-        for ns in made:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    with bridged_hosts("fcd", "10.232", NAMES) as made:
+        yield made
 
 
 def in_ns(hosts, name, args, log, env=None):

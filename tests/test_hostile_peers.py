@@ -2,7 +2,9 @@
 worker), slow readers and floods: each test reproduces one finding of issue 8 against live roles."""
 
 import hashlib
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -262,6 +264,45 @@ def test_ids_that_were_accepted_survive_a_restart_and_a_trailing_newline_is_refu
     socks = {r: client_socket(procs.endpoints["evaluator"], f"{r}:2", procs.keys_dir) for r in PARTIES}
     assert code_of(ask(socks["user"], encode(Run(session_id, "r__1", {"agency": "v__1"}), 3))) == "ACK"
     assert isinstance(ask(socks["user"], encode(GetOutput(session_id, "r__1", 20_000), 4)).message, Output)
+
+
+@pytest.mark.timeout(300)
+def test_a_hostile_process_cannot_join_the_evaluators_local_dask_cluster(start_roles, tmp_path, alice):
+    """--engine dask --workers 1: a process on the same host (a bank or agency could be one) reads the scheduler's
+    address from the evaluator's log and tries, with its own `distributed`, to connect as a client (which could run
+    code where evaluation keys live) and to register as a worker (which would be handed tasks: ciphertexts and keys),
+    over tcp:// and over tls:// with certificates of a CA of its own. Every attempt is refused; real applicants are
+    served all the while, every run on the evaluator's own worker."""
+    procs = start_roles(("evaluator", "user", "bank", "agency"),
+                        extra_args={"evaluator": ["--engine", "dask", "--workers", "1"]})
+    log_path = procs.run_dir / "evaluator.log"
+    found = re.findall(r"runs go to the Dask scheduler \w+://(127\.0\.0\.1:\d+) \(1 worker", log_path.read_text())
+    assert found, log_path.read_text()[-2000:]
+    intruder = subprocess.Popen([sys.executable, "-m", "tests.dask_intruder", found[0], str(tmp_path / "intruder")],
+                                cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        decisions = []
+        while intruder.poll() is None or len(decisions) < 2:  # applicants served while the intruder tries
+            sid = f"s{len(decisions)}"
+            procs.command("user", "prepare", {"session_id": sid, "key_id": "k1", "features": alice["user"]}, 60)
+            for party in ("bank", "agency"):
+                procs.command(party, "encrypt", {"session_id": sid, "key_id": "k1", "features": alice[party]}, 60)
+            decisions.append(procs.command("user", "predict", {"session_id": sid}, 60)["decision"])
+        out, err = intruder.communicate(timeout=60)
+    finally:
+        if intruder.poll() is None:
+            intruder.kill()
+    assert intruder.returncode == 0, err[-3000:]
+    got = json.loads(out.strip().splitlines()[-1])
+    print(f"\nthe intruder got: {got}")
+    assert got["client_tcp"].startswith("refused") and got["client_tls_own_ca"].startswith("refused"), got
+    assert got["worker_tcp"] == "not registered" and got["worker_tls_own_ca"] == "not registered", got
+    from credit_model.explainability import decision_message
+    assert set(decisions) == {decision_message(True)}, decisions
+    log = log_path.read_text()
+    ran_on = set(re.findall(r"ran on worker (\S+) \(pid (\d+)", log))
+    assert len({pid for _, pid in ran_on}) == 1, ran_on   # one worker, the evaluator's own
+    assert procs.procs["evaluator"].exit_code() is None
 
 
 def test_a_party_key_cannot_register_as_an_evaluator_worker(start_roles, client_socket, alice):

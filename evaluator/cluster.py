@@ -156,7 +156,11 @@ def start_local(workers: int, worker_threads: int, tls_dir: str | None, workdir:
     import dask
     # Runs go where the evaluator sends them (a worker holding their key): the scheduler does not steal them.
     # A worker that stops answering (SIGSTOP, a hung host) is dropped after 10 s and its run retried elsewhere.
-    with dask.config.set({"distributed.scheduler.work-stealing": False, "distributed.scheduler.worker-ttl": "10s"}):
+    # A worker that dies during a run fails that run at once (allowed-failures 0) instead of Dask sending it on to
+    # the next worker by itself: the evaluator retries it (MAX_ATTEMPTS), so a run that crashes the process it runs
+    # in costs at most that many worker processes, each restarted by its nanny.
+    with dask.config.set({"distributed.scheduler.work-stealing": False, "distributed.scheduler.worker-ttl": "10s",
+                          "distributed.scheduler.allowed-failures": 0}):
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",

@@ -104,9 +104,13 @@ def make_local_certs(directory: Path, days: int = 7) -> Path:
     directory.mkdir(mode=0o700, parents=True)
     os.chmod(directory, 0o700)
     key, cert = directory / "key.pem", directory / "cert.pem"
-    done = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                           "-nodes", "-days", str(days), "-subj", "/CN=fcs-local-cluster", "-keyout", str(key),
-                           "-out", str(cert)], capture_output=True, timeout=60)
+    try:
+        done = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                               "-nodes", "-days", str(days), "-subj", "/CN=fcs-local-cluster", "-keyout", str(key),
+                               "-out", str(cert)], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"the local cluster's certificate could not be made (openssl: {exc}); give --cluster-tls "
+                           "DIR made with `run_scenario.py cluster-certs`") from None
     if done.returncode != 0:
         raise RuntimeError(f"openssl could not make the local cluster's certificate: "
                            f"{done.stderr.decode(errors='replace')[-300:]}")

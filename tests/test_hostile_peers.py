@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -275,6 +276,9 @@ def test_a_hostile_process_cannot_join_the_evaluators_local_dask_cluster(start_r
     served all the while, every run on the evaluator's own worker."""
     procs = start_roles(("evaluator", "user", "bank", "agency"),
                         extra_args={"evaluator": ["--engine", "dask", "--workers", "1"]})
+    tls = procs.run_dir / "evaluator" / "cluster-tls"  # the evaluator's own certificate: 0600 files in a 0700 dir
+    assert stat.S_IMODE(tls.stat().st_mode) == 0o700 and sorted(p.name for p in tls.iterdir()) == \
+        ["ca.pem", "cert.pem", "key.pem"] and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in tls.iterdir())
     log_path = procs.run_dir / "evaluator.log"
     found = re.findall(r"runs go to the Dask scheduler \w+://(127\.0\.0\.1:\d+) \(1 worker", log_path.read_text())
     assert found, log_path.read_text()[-2000:]

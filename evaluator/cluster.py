@@ -163,8 +163,12 @@ def start_local(workers: int, worker_threads: int, tls_dir: str | None, workdir:
     # A worker that dies during a run fails that run at once (allowed-failures 0) instead of Dask sending it on to
     # the next worker by itself: the evaluator retries it (MAX_ATTEMPTS), so a run that crashes the process it runs
     # in costs at most that many worker processes, each restarted by its nanny.
+    # Dask's HTTP servers (plain HTTP even with TLS) answer only /health: no info pages (workers, task keys naming
+    # sessions and runs, logs, exceptions), no JSON, no metrics for whoever on the host reaches their ports.
     with dask.config.set({"distributed.scheduler.work-stealing": False, "distributed.scheduler.worker-ttl": "10s",
-                          "distributed.scheduler.allowed-failures": 0}):
+                          "distributed.scheduler.allowed-failures": 0,
+                          "distributed.scheduler.http.routes": ["distributed.http.health"],
+                          "distributed.worker.http.routes": ["distributed.http.health"]}):
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",

@@ -1,6 +1,6 @@
-"""A hostile process on the evaluator's host: `python -m tests.dask_intruder HOST:PORT DIR` tries to join the
-evaluator's local Dask cluster with its own `distributed` client and worker, and prints one JSON line saying what
-it got. It holds nothing of the evaluator's (no file of its work directory): only the scheduler's address, which it
+"""A hostile process on the evaluator's host: `python -m tests.dask_intruder HOST:PORT DIR [PORT ...]` tries to join
+the evaluator's local Dask cluster with its own `distributed` client and worker, and asks every given loopback port
+(the cluster's listening ones) for Dask's HTTP pages, and prints one JSON line saying what it got. It holds nothing of the evaluator's (no file of its work directory): only the scheduler's address, which it
 read from the evaluator's log, and certificates of a CA of its own (in DIR), as a bank or agency process on the
 same machine could make them.
 
@@ -52,7 +52,34 @@ def try_worker(address: str, tls_args: list[str], log: Path) -> str:
     return "registered" if registered else "not registered"
 
 
-def main(hostport: str, directory: str) -> None:
+# Dask's HTTP pages that would tell a bystander about the evaluator's runs: the scheduler's info pages (workers, task
+# keys naming sessions and runs, logs, exceptions, call stacks), its JSON and Prometheus metrics; a worker's metrics.
+HTTP_PATHS = ("/info/main/workers.html", "/info/main/logs.html", "/info/main/exceptions.html", "/json/identity.json",
+              "/json/counts.json", "/metrics", "/statics/")
+
+
+def try_http(ports: list[int]) -> list[str]:
+    """Every (port, path) that answered a page with content: nothing is expected (a /health "ok" is not asked)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+    answered = []
+    for port in ports:
+        for scheme in ("http", "https"):
+            for path in HTTP_PATHS:
+                try:
+                    with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}{path}", timeout=2,
+                                                context=ssl._create_unverified_context() if scheme == "https"
+                                                else None) as reply:
+                        body = reply.read(4096)
+                    if body:
+                        answered.append(f"{scheme}://127.0.0.1:{port}{path} {reply.status} {body[:60]!r}")
+                except (urllib.error.URLError, OSError, ValueError):
+                    continue
+    return answered
+
+
+def main(hostport: str, directory: str, ports: list[int]) -> None:
     from distributed.security import Security
 
     from evaluator.cluster import make_certs
@@ -69,9 +96,10 @@ def main(hostport: str, directory: str) -> None:
         "client_tls_own_ca": try_client(f"tls://{hostport}", sec),
         "worker_tcp": try_worker(f"tcp://{hostport}", [], own / "worker-tcp.log"),
         "worker_tls_own_ca": try_worker(f"tls://{hostport}", tls_args, own / "worker-tls.log"),
+        "http_pages": try_http(ports),
     }
     print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], [int(port) for port in sys.argv[3:]])

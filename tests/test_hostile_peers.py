@@ -272,8 +272,9 @@ def test_a_hostile_process_cannot_join_the_evaluators_local_dask_cluster(start_r
     """--engine dask --workers 1: a process on the same host (a bank or agency could be one) reads the scheduler's
     address from the evaluator's log and tries, with its own `distributed`, to connect as a client (which could run
     code where evaluation keys live) and to register as a worker (which would be handed tasks: ciphertexts and keys),
-    over tcp:// and over tls:// with certificates of a CA of its own. Every attempt is refused; real applicants are
-    served all the while, every run on the evaluator's own worker."""
+    over tcp:// and over tls:// with certificates of a CA of its own, and asks every port the cluster listens on for
+    Dask's HTTP pages (workers, task keys naming sessions and runs, logs, metrics). Every attempt is refused and no
+    page answers; real applicants are served all the while, every run on the evaluator's own worker."""
     procs = start_roles(("evaluator", "user", "bank", "agency"),
                         extra_args={"evaluator": ["--engine", "dask", "--workers", "1"]})
     tls = procs.run_dir / "evaluator" / "cluster-tls"  # the evaluator's own certificate: 0600 files in a 0700 dir
@@ -282,7 +283,12 @@ def test_a_hostile_process_cannot_join_the_evaluators_local_dask_cluster(start_r
     log_path = procs.run_dir / "evaluator.log"
     found = re.findall(r"runs go to the Dask scheduler \w+://(127\.0\.0\.1:\d+) \(1 worker", log_path.read_text())
     assert found, log_path.read_text()[-2000:]
-    intruder = subprocess.Popen([sys.executable, "-m", "tests.dask_intruder", found[0], str(tmp_path / "intruder")],
+    import psutil  # every port the evaluator and its Dask processes listen on, as a port scan of loopback finds them
+    evaluator = psutil.Process(procs.procs["evaluator"].popen.pid)
+    ports = sorted({c.laddr.port for p in [evaluator] + evaluator.children(recursive=True)
+                    for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN})
+    intruder = subprocess.Popen([sys.executable, "-m", "tests.dask_intruder", found[0], str(tmp_path / "intruder"),
+                                 *map(str, ports)],
                                 cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         decisions = []
@@ -301,6 +307,7 @@ def test_a_hostile_process_cannot_join_the_evaluators_local_dask_cluster(start_r
     print(f"\nthe intruder got: {got}")
     assert got["client_tcp"].startswith("refused") and got["client_tls_own_ca"].startswith("refused"), got
     assert got["worker_tcp"] == "not registered" and got["worker_tls_own_ca"] == "not registered", got
+    assert len(ports) >= 4 and got["http_pages"] == [], (ports, got["http_pages"])  # no page about the runs
     from credit_model.explainability import decision_message
     assert set(decisions) == {decision_message(True)}, decisions
     log = log_path.read_text()

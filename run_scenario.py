@@ -252,7 +252,7 @@ def bench(quick, hostile, network, engines, repeats, json_path, report_html, dep
                 "overhead_ratio", "overhead_ratio_first", "fhe_run_warm_s", "fhe_run_first_s", "fhe_run_first_wait_s",
                 "first_to_warm_ratio", "eval_key_bytes", "accuracy_float", "accuracy_quantized",
                 "balanced_accuracy_quantized", "bisect_max_runs",
-                "linear_max_runs", "repeat_speedup", "worker_scaling", "worker_scaling_single_thread"):
+                "linear_max_runs", "repeat_speedup", "worker_scaling"):
         click.echo(f"{key:28} {figures[key]}")
     if json_path:
         json_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
@@ -282,7 +282,7 @@ def _bench_html(path: Path, title: str, figures: dict) -> None:
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="With --population: the evaluator's engine.")
 @click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
-              help="With --population: the evaluator's --workers (with --engine dask: local Dask workers).")
+              help="With --population and --engine dask: a local Dask cluster of N worker processes (default 2).")
 @click.option("--worker-threads", type=click.IntRange(0, 64), default=0, show_default=True,
               help="With --population: the evaluator's --worker-threads (cores per run on each worker).")
 @click.option("--keys", "keys_mode", type=click.Choice(["reused", "per-applicant"]), default="reused",
@@ -299,6 +299,8 @@ def load(sessions, json_path, report_html, deployment, network_name, population,
 
     if population is not None:
         from bench.population import population as run_population
+        if engine != "dask" and (workers or worker_threads):
+            raise click.UsageError("--workers and --worker-threads are the Dask engine's: use --engine dask --workers N")
         if engine == "dask" and workers == 0:
             workers = 2
         summary = run_population(load_deployment(deployment), population, fhe, engine, workers, keys_mode,

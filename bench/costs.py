@@ -9,14 +9,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-import zmq
-
 from credit_model.deployment import Deployment
 from credit_model.schema import PARTIES
 from credit_model.training.fhe_model import ml_client, ml_server
-from protocol.curve import Curve
-from protocol.messages import EvalKey, GetOutput, Input, Run, decode, encode
-from protocol.transport import make_socket
 
 from simulation.processes import ProcessSet
 from simulation.progress import Progress
@@ -171,60 +166,6 @@ def startup(deployment: Deployment, scenario_dir: Path, repeats: int, log: Log) 
     return figures
 
 
-def worker_throughput(deployment: Deployment, records: dict, workers: int, jobs: int, log: Log,
-                      threads: int = 0) -> dict:
-    """Applications per minute of one evaluator with N worker processes, all runs submitted at once."""
-    client = ml_client(deployment)
-    client.generate_private_and_evaluation_keys(force=True)
-    pres = {p: deployment.preprocessor(p) for p in PARTIES}
-    blobs = {p: client.quantize_encrypt_serialize_party(p, pres[p].transform_records([records[p]])) for p in PARTIES}
-    with tempfile.TemporaryDirectory(prefix="fcs-bench-") as tmp:
-        procs = ProcessSet(Path(tmp), "ipc", "execute", str(deployment.directory),
-                           {"evaluator": ["--workers", str(workers), "--worker-threads", str(threads)]})
-        ctx = zmq.Context()
-        socks = {p: make_socket(ctx, zmq.DEALER, f"{p}:0") for p in PARTIES}
-        try:
-            procs.start(300, ("evaluator",))
-            for party, sock in socks.items():
-                Curve.load(party, procs.keys_dir).client("evaluator")(sock)
-                sock.connect(procs.endpoints["evaluator"])
-
-            def ask(party, message, timeout=600.0):
-                socks[party].send_multipart(encode(message, 1))
-                if not socks[party].poll(int(timeout * 1000)):
-                    raise TimeoutError(f"evaluator did not answer {message.TYPE.value}")
-                return decode(socks[party].recv_multipart()).message
-
-            ask("user", EvalKey("bench", client.get_serialized_evaluation_keys()))
-
-            def batch(count: int, tag: str) -> float:
-                for i in range(count):
-                    for party in PARTIES:
-                        ask(party, Input(f"{tag}-{i}", "bench", party, "base", blobs[party]))
-                t0 = time.perf_counter()
-                for i in range(count):
-                    ask("user", Run(f"{tag}-{i}", "r1", {}))
-                pending = set(range(count))
-                while pending:
-                    for i in list(pending):
-                        if ask("user", GetOutput(f"{tag}-{i}", "r1")).TYPE.value == "OUTPUT":
-                            pending.discard(i)
-                    time.sleep(0.02)
-                return time.perf_counter() - t0
-
-            batch(workers, "warm")  # every worker pays its first-run key set-up here
-            seconds = batch(jobs, "timed")
-        finally:
-            for sock in socks.values():
-                sock.close(linger=0)
-            ctx.term()
-            procs.stop()
-    per_minute = jobs / seconds * 60
-    log(f"workers={workers} threads={threads or 'all'}: {jobs} runs in {seconds:.2f} s = "
-        f"{per_minute:.1f} applications/minute")
-    return {"workers": workers, "threads": threads or "all", "jobs": jobs, "seconds": round(seconds, 3), "per_minute": round(per_minute, 2)}
-
-
 def cost_growth(depths: tuple[int, ...], bit_widths: tuple[int, ...], log: Log) -> list[dict]:
     """FHE cost against tree depth and input bit width: each is trained, compiled and run for real."""
     from credit_model.training.train import TrainingConfig, train_and_deploy
@@ -314,10 +255,8 @@ def _benchmarks(deployment, scenario_dir, approved, explain_cases, quick, bar: P
     explain = explanation_costs(explain_cases, "execute", lambda _: None, deployment)
     for row in explain:
         log(f"   {row}")
-    log("== evaluator worker processes")
-    jobs = 4 if quick else 8
-    scaling = [worker_throughput(deployment, approved, n, jobs, log) for n in (1, 2)]
-    single = [worker_throughput(deployment, approved, n, jobs, log, threads=1) for n in (1, 2)]
+    from .engines import dask_throughput  # the evaluator's worker processes are a local Dask cluster's
+    scaling = dask_throughput(deployment, approved, log, jobs=4 if quick else 8, rounds=1 if quick else 3)
     if not quick:
         log("== cost against depth and bit width")
     growth = [] if quick else cost_growth((2, 3, 4, 5, 6), (2, 3, 4), log)
@@ -343,9 +282,8 @@ def _benchmarks(deployment, scenario_dir, approved, explain_cases, quick, bar: P
         "linear_max_runs": max(r["linear_runs"] for r in explain),
         "repeat_speedup": round(multi["first_e2e_s"] / multi["warm_e2e_s"], 2),
         "worker_scaling": round(scaling[1]["per_minute"] / scaling[0]["per_minute"], 3),
-        "worker_scaling_single_thread": round(single[1]["per_minute"] / single[0]["per_minute"], 3),
     }
     return {**headline, "quick": quick, "startup": starting, "baseline": baseline, "multi_process": multi,
-            "explanation": explain, "workers": scaling + single, "cost_growth": growth, "cost_vs_features": features,
+            "explanation": explain, "workers": scaling, "cost_growth": growth, "cost_vs_features": features,
             "e2e_vs_applications": [round(sum(multi["e2e_per_application_s"][:n + 1]), 3)
                                     for n in range(repeats + 1)]}

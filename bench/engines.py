@@ -125,6 +125,21 @@ def run_engine_bench(deployment: Deployment, records: dict, log: Log, repeats: i
         log(f"   {label:30} warm run, RUN to OUTPUT: median {row['latency_s']} s (the circuit itself {row['run_s']} s)")
         latency.append(row)
     ratios = [b[0] / a[0] for a, b in zip(*samples.values())]
+    throughput = dask_throughput(deployment, records, log, jobs, rounds)
+    figures = {"latency": latency, "throughput": throughput,
+               "dask_overhead_ratio": round(latency[1]["latency_s"] / latency[0]["latency_s"], 3),
+               "dask_overhead_ratio_pairs_median": round(statistics.median(ratios), 3),
+               "dask_scaling_2_vs_1": round(throughput[1]["per_minute"] / throughput[0]["per_minute"], 3)}
+    log(f"   Dask latency overhead on a warm key: x{figures['dask_overhead_ratio']} of medians, "
+        f"x{figures['dask_overhead_ratio_pairs_median']} median of pairs (target <= 1.05); 2 workers against 1: "
+        f"x{figures['dask_scaling_2_vs_1']} (target >= 1.8)")
+    return figures
+
+
+def dask_throughput(deployment: Deployment, records: dict, log: Log, jobs: int = 8, rounds: int = 3) -> list[dict]:
+    """Applications per minute of one evaluator on a local Dask cluster of 1 and of 2 single-threaded workers
+    (`--engine dask --workers N --worker-threads 1`), the two evaluators up side by side and their rounds of `jobs`
+    runs (all submitted at once) interleaved; the median round counts."""
     log(f"== engines: throughput with 1 and 2 single-threaded Dask workers, {rounds} interleaved rounds of {jobs} runs")
     with tempfile.TemporaryDirectory(prefix="fcs-engines-") as tmp:
         drivers = {}
@@ -148,11 +163,4 @@ def run_engine_bench(deployment: Deployment, records: dict, log: Log, repeats: i
         log(f"   dask, {row['workers']} single-threaded worker(s): {jobs} runs in {row['seconds']} s = "
             f"{row['per_minute']} applications/min (median round); the key placed {row['key']['placed']}x, "
             f"replicated to an idle worker {row['key']['replicated']}x")
-    figures = {"latency": latency, "throughput": throughput,
-               "dask_overhead_ratio": round(latency[1]["latency_s"] / latency[0]["latency_s"], 3),
-               "dask_overhead_ratio_pairs_median": round(statistics.median(ratios), 3),
-               "dask_scaling_2_vs_1": round(throughput[1]["per_minute"] / throughput[0]["per_minute"], 3)}
-    log(f"   Dask latency overhead on a warm key: x{figures['dask_overhead_ratio']} of medians, "
-        f"x{figures['dask_overhead_ratio_pairs_median']} median of pairs (target <= 1.05); 2 workers against 1: "
-        f"x{figures['dask_scaling_2_vs_1']} (target >= 1.8)")
-    return figures
+    return throughput

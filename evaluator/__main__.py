@@ -21,6 +21,10 @@ def _run(settings: RoleSettings) -> None:
             raise click.UsageError(str(exc)) from None
     elif settings.engine != "dask" and (settings.scheduler or settings.cluster_tls):
         raise click.UsageError("--scheduler and --cluster-tls need --engine dask")
+    if settings.engine != "dask" and (settings.workers or settings.worker_threads):
+        option = f"--workers {settings.workers}" if settings.workers else f"--worker-threads {settings.worker_threads}"
+        raise click.UsageError(f"{option} is the Dask engine's: --engine local runs on a thread of the evaluator "
+                               f"itself; use --engine dask {option} (a local Dask cluster of worker processes)")
     Evaluator(load_deployment(settings.deployment), settings.evaluator, Path(settings.workdir),
               control=settings.control, simulate=settings.fhe == "simulate",
               max_sessions=settings.max_sessions, max_keys=settings.max_keys,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import shutil
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -87,6 +89,37 @@ def make_certs(directory: Path, names: tuple[str, ...] = ("evaluator", "schedule
             os.chmod(path, 0o600)
 
 
+LOCAL_TLS_DIR = "cluster-tls"
+
+
+def make_local_certs(directory: Path, days: int = 7) -> Path:
+    """The local cluster's own mutual-TLS identity, made afresh at every start: one self-signed EC (P-256)
+    certificate that is also the only CA the scheduler, its workers and the evaluator trust, in a 0700 directory
+    of the evaluator's private work directory (files 0600). Nothing else on the host holds a certificate it signed,
+    so no other process can connect to the scheduler as a client or register with it as a worker."""
+    if directory.is_dir() and not directory.is_symlink():  # the previous start's: never reused
+        shutil.rmtree(directory)
+    elif directory.is_symlink() or directory.exists():
+        directory.unlink()
+    directory.mkdir(mode=0o700, parents=True)
+    os.chmod(directory, 0o700)
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    try:
+        done = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                               "-nodes", "-days", str(days), "-subj", "/CN=fcs-local-cluster", "-keyout", str(key),
+                               "-out", str(cert)], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"the local cluster's certificate could not be made (openssl: {exc}); give --cluster-tls "
+                           "DIR made with `run_scenario.py cluster-certs`") from None
+    if done.returncode != 0:
+        raise RuntimeError(f"openssl could not make the local cluster's certificate: "
+                           f"{done.stderr.decode(errors='replace')[-300:]}")
+    (directory / "ca.pem").write_bytes(cert.read_bytes())
+    for path in directory.iterdir():
+        os.chmod(path, 0o600)
+    return directory
+
+
 @dataclass
 class Cluster:
     """A connected client, the cluster it started (local) or None (remote), and how to name the scheduler."""
@@ -111,27 +144,42 @@ def close_quietly(*things) -> None:
 
 def start_local(workers: int, worker_threads: int, tls_dir: str | None, workdir: Path):
     """N worker processes (one Dask thread each; Concrete on `worker_threads` cores, default 1) and a scheduler,
-    all on loopback, under TLS too when given: a LocalCluster inside the evaluator process."""
+    all on loopback and always under mutual TLS: with the operator's certificates when given (--cluster-tls),
+    otherwise with a certificate made for this start in the evaluator's work directory (make_local_certs)."""
     from distributed import LocalCluster
     env = {"OMP_NUM_THREADS": str(worker_threads or 1)}
+    log = logging.getLogger("fhe_credit_sim.evaluator")
+    if not tls_dir:
+        started = time.perf_counter()
+        tls_dir = str(make_local_certs(workdir / LOCAL_TLS_DIR))
+        log.info("evaluator: the local Dask cluster's TLS certificate made in %s (%.2f s)", tls_dir,
+                 time.perf_counter() - started)
     sec = security(tls_dir)
     local_dir = workdir / "dask"
     local_dir.mkdir(mode=0o700, exist_ok=True)
     import dask
     # Runs go where the evaluator sends them (a worker holding their key): the scheduler does not steal them.
     # A worker that stops answering (SIGSTOP, a hung host) is dropped after 10 s and its run retried elsewhere.
-    with dask.config.set({"distributed.scheduler.work-stealing": False, "distributed.scheduler.worker-ttl": "10s"}):
+    # A worker that dies during a run fails that run at once (allowed-failures 0) instead of Dask sending it on to
+    # the next worker by itself: the evaluator retries it (MAX_ATTEMPTS), so a run that crashes the process it runs
+    # in costs at most that many worker processes, each restarted by its nanny.
+    # Dask's HTTP servers (plain HTTP even with TLS) answer only /health: no info pages (workers, task keys naming
+    # sessions and runs, logs, exceptions), no JSON, no metrics for whoever on the host reaches their ports.
+    with dask.config.set({"distributed.scheduler.work-stealing": False, "distributed.scheduler.worker-ttl": "10s",
+                          "distributed.scheduler.allowed-failures": 0,
+                          "distributed.scheduler.http.routes": ["distributed.http.health"],
+                          "distributed.worker.http.routes": ["distributed.http.health"]}):
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       protocol="tls://" if sec else "tcp://", security=sec, dashboard_address=None,
+                                       protocol="tls://", security=sec, dashboard_address=None,
                                        local_directory=str(local_dir), env=env, silence_logs=logging.WARNING)
                 return cluster, sec
             except Exception as exc:  # noqa: BLE001 - a worker process that died while starting: start again
                 if attempt == START_ATTEMPTS:
                     raise RuntimeError(f"the local Dask cluster did not start ({START_ATTEMPTS} attempts): "
                                        f"{type(exc).__name__}: {exc}") from None
-                logging.getLogger("fhe_credit_sim.evaluator").warning(
+                log.warning(
                     "evaluator: the local Dask cluster did not start (%s: %s); starting it again",
                     type(exc).__name__, str(exc)[:200])
 

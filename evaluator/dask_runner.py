@@ -21,6 +21,7 @@ RECONNECT_EVERY = 2.0     # seconds between attempts while the scheduler is lost
 WATCH_EVERY = 2.0        # seconds between checks that the scheduler answers while runs are in flight
 IDENTITY_TIMEOUT = 5.0   # seconds for the scheduler to say who it is and which workers it has
 CALL_TIMEOUT = 60.0       # seconds for one blocking cluster call (placing a 40 MB key, registering the plugin)
+WORKER_WAIT = 30.0        # seconds a run waits for a worker when the cluster has none (a nanny restarting its worker)
 
 
 class SchedulerLost(RuntimeError):
@@ -202,7 +203,13 @@ class DaskRunner:
         """The worker this run goes to, and the key's future (placed now if no live worker holds it)."""
         live = self._workers()
         if not live:
-            raise SchedulerLost(f"{self.label} has no worker")
+            log.warning("evaluator: %s has no worker; waiting up to %.0f s for one", self.label, WORKER_WAIT)
+            deadline = time.monotonic() + WORKER_WAIT
+            while not live and time.monotonic() < deadline and not self.stopping.is_set():
+                time.sleep(0.25)
+                live = self._workers()
+        if not live:
+            raise SchedulerLost(f"{self.label} has had no worker for {WORKER_WAIT:.0f} s")
         load = lambda w: self.inflight.get(w, 0)  # noqa: E731
         if sha is None:
             return min(live, key=load), None
@@ -315,4 +322,7 @@ class DaskRunner:
                         job.run_id, job.session_id, target, reason, attempt + 1)
             self.events.put(("run", job, None, attempt + 1))
         else:
-            self.results.put(Finished(job, 0.0, f"the run was lost {attempt} times on the cluster ({reason})"))
+            log.error("evaluator: run %s of %s lost on worker %s (%s); %d attempts, the run fails", job.run_id,
+                      job.session_id, target, reason, attempt)
+            self.results.put(Finished(job, 0.0, f"the run was lost {attempt} times on the cluster: its worker died each "
+                                                f"time ({reason})"))

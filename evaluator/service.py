@@ -17,7 +17,7 @@ from protocol.messages import (
 )
 from protocol.node import Node
 
-from .runners import Job, ThreadRunner, WorkerPool
+from .runners import Job, ThreadRunner
 from .store import Session, SessionStore, check_fingerprint, check_id
 
 log = logging.getLogger("fhe_credit_sim.evaluator")
@@ -53,10 +53,8 @@ class Evaluator(Node):
                                      cache_bytes=worker_cache_mb * 2**20, warmup_inputs=deployment.warmup_inputs(),
                                      scheduler=scheduler, tls_dir=cluster_tls, workers=workers,
                                      worker_threads=worker_threads, workdir=Path(workdir))
-        elif workers > 0:
-            self.runner = WorkerPool(self, Path(workdir), workers, str(deployment.directory), simulate,
-                                     worker_threads, keys_dir=str(curve.keys_dir) if curve else None)
-            self.runner.wait_ready(180)
+        elif workers > 0:  # refused by the command line already; worker processes are the Dask engine's
+            raise ValueError("--workers N runs on a local Dask cluster: use --engine dask --workers N")
         else:
             self.runner = ThreadRunner(deployment.circuit_server(simulate, Path(workdir) / "circuit"),
                                        warmup_inputs=deployment.warmup_inputs())

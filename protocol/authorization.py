@@ -1,8 +1,7 @@
 """Who may send which message on which channel: one table, consulted by the one dispatch path of every role.
 
 A channel is a socket a process serves: a role's ROUTER (`evaluator`, `bank`, `agency`), the commands a
-role takes from the runner (`control`), the runner's own control ROUTER (`runner`) and the evaluator's
-worker ROUTER (`workers`). The sender is the role whose CURVE key the ZAP handshake proved (see
+role takes from the runner (`control`) and the runner's own control ROUTER (`runner`). The sender is the role whose CURVE key the ZAP handshake proved (see
 `Node._sender`); a message whose type is not in its channel's table, or whose sender is not listed,
 is refused with FORBIDDEN before any handler runs, so a refusal changes no state. A rule may also
 bind a header field to the sender (an INPUT's `party`, a READY's `role`): a peer cannot speak for
@@ -51,7 +50,6 @@ AUTHORIZATION: dict[str, dict[T, Rule]] = {
     "control": _rules(PING=RUNNER_ONLY, COMMAND=RUNNER_ONLY, SHUTDOWN=RUNNER_ONLY),
     "runner": _rules(READY=Rule(ROLES, bound_field="role"), RESULT=Rule(ROLES), ERROR=Rule(ROLES),
                      PONG=Rule(ROLES)),
-    "workers": _rules(READY=Rule(frozenset({"worker"})), WORK_DONE=Rule(frozenset({"worker"}))),
 }
 
 

@@ -43,9 +43,6 @@ class MessageType(str, Enum):
     GET_OUTPUT = "GET_OUTPUT"
     OUTPUT = "OUTPUT"
     CANDIDATE = "CANDIDATE"
-    # inside the evaluator host (evaluator <-> its worker processes)
-    WORK = "WORK"
-    WORK_DONE = "WORK_DONE"
 
 
 @dataclass(frozen=True)
@@ -219,32 +216,9 @@ class Candidate(Message):
     encrypt: bool = True
 
 
-@dataclass(frozen=True)
-class Work(Message):
-    """Evaluator -> worker: run the circuit on these files (paths on the evaluator's own host)."""
-
-    TYPE = MessageType.WORK
-    session_id: str
-    run_id: str
-    key_path: str
-    inputs: list
-    output: str
-
-
-@dataclass(frozen=True)
-class WorkDone(Message):
-    TYPE = MessageType.WORK_DONE
-    session_id: str
-    run_id: str
-    seconds: float
-    ok: bool
-    reason: str = ""
-
-
 MESSAGE_CLASSES: dict[MessageType, type[Message]] = {
     cls.TYPE: cls for cls in (Ready, Command, Result, Shutdown, Ping, Pong, Ack, Error, KeyQuery,
-                              KeyStatus, EvalKey, ClientKey, Input, Run, GetOutput, Output, Candidate,
-                              Work, WorkDone)
+                              KeyStatus, EvalKey, ClientKey, Input, Run, GetOutput, Output, Candidate)
 }
 AnyMessage = Union[tuple(MESSAGE_CLASSES.values())]
 

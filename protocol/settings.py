@@ -63,8 +63,14 @@ HELP = {
                           "capture directory (custody audits search the other roles' traffic for them).",
     "liveness": "Seconds without a heartbeat (or with no connection) after which a peer is lost: a request "
                 "to it fails at once with PEER_LOST instead of waiting for --request-timeout.",
-    "engine": "Where the evaluator runs circuits: 'local' (a thread of its own process, or --workers N processes "
-              "of its own pool) or 'dask' (a Dask cluster: --scheduler ADDRESS, or --workers N local Dask workers).",
+    "engine": "Where the evaluator runs circuits: 'local' (the default: one thread of the evaluator process, no "
+              "other process) or 'dask' (a Dask cluster: --scheduler ADDRESS, or --workers N local Dask workers).",
+    "workers": "With --engine dask: start a local Dask cluster of N worker processes (scheduler and workers on "
+               "loopback, under mutual TLS with a certificate the evaluator makes in its work directory unless "
+               "--cluster-tls is given). Refused with --engine local, which never starts processes: worker "
+               "processes are the Dask engine's, so the engine is never switched behind the operator's back.",
+    "worker_threads": "With --engine dask and --workers N: the cores Concrete uses for one run on each local worker "
+                      "(default 1). Refused with --engine local.",
     "scheduler": "With --engine dask: the Dask scheduler to use, tls://HOST:PORT (tcp:// only on loopback).",
     "cluster_tls": "With --engine dask: a directory with ca.pem, cert.pem and key.pem (`run_scenario.py cluster-certs "
                    "DIR`): mutual TLS between the evaluator, the scheduler and the workers.",

@@ -11,7 +11,7 @@ from protocol.authorization import AUTHORIZATION, EVERY_ROLE, authorize
 from protocol.errors import Forbidden
 from protocol.messages import (
     Ack, Candidate, ClientKey, Command, Error, EvalKey, GetOutput, Input, KeyQuery, KeyStatus, MessageType,
-    Output, Ping, Pong, Ready, Result, Run, Shutdown, Work, WorkDone, encode,
+    Output, Ping, Pong, Ready, Result, Run, Shutdown, encode,
 )
 from tests.conftest import ask
 
@@ -53,14 +53,13 @@ def sample(type_: MessageType, sender: str, session: str = "authz-1"):
         MessageType.RUN: Run(session, "r1", {}), MessageType.GET_OUTPUT: GetOutput(session, "r1", 0),
         MessageType.OUTPUT: Output(session, "r1", 0.1, {}, b"x"),
         MessageType.CANDIDATE: Candidate(session, "authz", 1, "v1"),
-        MessageType.WORK: Work(session, "r1", "/k", [], "/o"), MessageType.WORK_DONE: WorkDone(session, "r1", 0.1, True),
     }[type_]
 
 
 @pytest.mark.parametrize("channel", sorted(AUTHORIZATION))
 def test_every_type_from_every_identity_is_allowed_or_refused_as_the_table_says(channel):
     for type_ in MessageType:
-        for sender in sorted(EVERY_ROLE | {"worker", "unknown"}):
+        for sender in sorted(EVERY_ROLE | {"unknown"}):
             rule = AUTHORIZATION[channel].get(type_)
             message = sample(type_, sender)
             if rule is not None and sender in rule.senders and (
@@ -94,7 +93,7 @@ def test_live_roles_enforce_every_row_and_a_refusal_changes_nothing(start_roles,
             code = reply.code if reply.TYPE is MessageType.ERROR else reply.TYPE.value
             assert (code != "FORBIDDEN") == allowed, (target, type_.value, sender, code)
             seen["allowed" if allowed else "refused"] += 1
-    assert seen["allowed"] >= 5 and seen["refused"] >= 80
+    assert seen["allowed"] >= 5 and seen["refused"] >= 70 and sum(seen.values()) == len(MessageType) * len(socks)
     assert procs.command(target, "status", {}, 10) == before
     # an INPUT naming another party than its proven sender is refused too
     if target == "evaluator":

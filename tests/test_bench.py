@@ -31,4 +31,4 @@ def test_quick_bench_writes_the_headline_figures(tmp_path):
                                                             "evaluation_key_count": chunks}))
     assert 0 <= first["EVAL_KEY"] - data["eval_key_bytes"] - framing <= 16 and "CLIENT_KEY" in first
     assert "EVAL_KEY" not in repeat and "CLIENT_KEY" not in repeat
-    assert [w["workers"] for w in data["workers"]] == [1, 2, 1, 2]
+    assert [w["workers"] for w in data["workers"]] == [1, 2]  # single-threaded Dask workers

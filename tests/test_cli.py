@@ -81,6 +81,26 @@ def test_role_commands_document_their_settings(runner, module):
         assert option in result.output
 
 
+def test_workers_without_the_dask_engine_are_refused_in_one_line_before_anything_starts(tmp_path):
+    """--workers N means a local Dask cluster: with --engine local (the default) the evaluator refuses at start,
+    saying what to write instead, and starts no process and no socket (nothing in its work directory)."""
+    import subprocess
+    import sys
+    from simulation.processes import PROJECT_ROOT
+    for args, named in ((["--workers", "2"], "--workers 2"), (["--engine", "local", "--worker-threads", "1"],
+                                                              "--worker-threads 1")):
+        workdir = tmp_path / f"w{len(args)}"
+        done = subprocess.run([sys.executable, "-m", "evaluator", *args, "--insecure", "--workdir", str(workdir),
+                               "--evaluator", f"ipc://{tmp_path}/ev.ipc"], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 2, done.stderr[-2000:]
+        lines = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+        assert len(lines) == 1 and named in lines[0] and f"use --engine dask {named}" in lines[0], done.stderr
+        assert not workdir.exists() or not any(workdir.iterdir())
+    result = CliRunner().invoke(cli, ["load", "--population", "1", "--fhe", "simulate", "--workers", "2"])
+    assert result.exit_code == 2 and "use --engine dask --workers N" in result.output, result.output
+
+
 def test_role_config_file_is_validated(runner, tmp_path):
     from protocol.settings import load_settings
     config = tmp_path / "bank.yaml"

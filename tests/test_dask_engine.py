@@ -257,3 +257,67 @@ def test_the_circuit_plugin_stops_each_workers_statistical_profiler(tmp_path):
         client.register_plugin(CircuitPlugin("kaggle", True, 1 << 20))
         after = next(iter(client.run(callbacks).values()))
         assert not set(PROFILER_CALLBACKS) & set(after) and "heartbeat" in after
+
+
+def real_ciphertexts(applicant: dict) -> dict[str, bytes]:
+    """The applicant's three inputs as real FHE ciphertexts (fresh keys), as parties running --fhe execute send them."""
+    from credit_model.training.fhe_model import ml_client
+    deployment = load_deployment("kaggle")
+    client = ml_client(deployment)
+    client.generate_private_and_evaluation_keys(force=True)
+    return {p: client.quantize_encrypt_serialize_party(p, deployment.preprocessor(p).transform_records([applicant[p]]))
+            for p in ("user", "bank", "agency")}
+
+
+@pytest.mark.timeout(400)
+def test_a_run_that_kills_every_worker_it_lands_on_fails_cleanly_and_the_evaluator_serves_on(start_roles,
+                                                                                              client_socket):
+    """--engine dask --workers 2 --fhe simulate. Mallory's three inputs are real ciphertexts (her parties ran --fhe
+    execute): the evaluator accepts them (they deserialize), and a simulating circuit aborts its process on them (an
+    assertion inside Concrete: SIGABRT, SPEC §2), so every worker her run lands on dies. Each of the MAX_ATTEMPTS
+    attempts costs one worker process, on a live worker; then her GET_OUTPUT is an ERROR saying the run was lost on
+    the cluster. The evaluator process never dies, the cluster gets its workers back, and the next applicants, through
+    the four roles, get the clear model's decisions."""
+    from evaluator.dask_runner import MAX_ATTEMPTS
+    from protocol.messages import Error, GetOutput, Input, Run, encode
+    from tests.conftest import ask
+
+    ada, bruno = shipped_applicant("approved"), shipped_applicant("denied_bin_found")
+    poison = real_ciphertexts(ada)
+    procs = start_roles(("evaluator", "user", "bank", "agency"),
+                        extra_args={"evaluator": ["--engine", "dask", "--workers", "2"]})
+    socks = {p: client_socket(procs.endpoints["evaluator"], f"{p}:mallory", procs.keys_dir)
+             for p in ("user", "bank", "agency")}
+    for party, sock in socks.items():
+        assert ask(sock, encode(Input("m-1", "mallory", party, "base", poison[party]), 1)).message.TYPE.value == "ACK"
+    assert ask(socks["user"], encode(Run("m-1", "r1", {}), 2)).message.TYPE.value == "ACK"
+    started = time.monotonic()
+    reply = ask(socks["user"], encode(GetOutput("m-1", "r1", 240_000), 3), timeout=260).message
+    took = time.monotonic() - started
+    log_path = procs.run_dir / "evaluator.log"
+    log = log_path.read_text()
+    assert isinstance(reply, Error), (reply, log[-3000:])
+    print(f"\nmallory's run failed after {took:.1f} s: {reply.code} {reply.reason}")
+    assert reply.code == "BAD_CIPHERTEXT" and f"lost {MAX_ATTEMPTS} times on the cluster" in reply.reason, reply
+    assert "its worker died each time" in reply.reason, reply.reason
+    # Each attempt went to a live worker and was lost with it; each worker process died and its nanny started it
+    # again (a restarted worker may get its old port back: the count of restarts, not of addresses, says it).
+    attempts = re.findall(r"run r1 of m-1 submitted to worker (\S+) \(attempt (\d)\)", log)
+    assert [int(a) for _, a in attempts] == list(range(1, MAX_ATTEMPTS + 1)), log[-3000:]
+    lost = re.findall(r"run r1 of m-1 lost on worker (\S+) \(", log)
+    assert lost == [address for address, _ in attempts], (lost, attempts)  # each attempt lost with its worker
+    deadline = time.monotonic() + 15  # the nanny logs the last restart just after the run was failed
+    while log_path.read_text().count("Restarting worker") < MAX_ATTEMPTS and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert log_path.read_text().count("Restarting worker") == MAX_ATTEMPTS, log_path.read_text()[-3000:]
+    assert procs.procs["evaluator"].exit_code() is None
+    # The next applicants are served, by the workers the cluster started again.
+    for name, applicant in (("ada-1", ada), ("bruno-1", bruno)):
+        procs.command("user", "prepare", {"session_id": name, "key_id": name, "features": applicant["user"]}, 60)
+        for party in ("bank", "agency"):
+            procs.command(party, "encrypt", {"session_id": name, "key_id": name, "features": applicant[party]}, 60)
+        result = procs.command("user", "predict", {"session_id": name}, 120)
+        assert result["decision"] == clear_decision(applicant), (name, result)
+    log = log_path.read_text()
+    assert re.findall(r"run \S+ of bruno-1 ran on worker (\S+)", log), log[-3000:]
+    assert procs.procs["evaluator"].exit_code() is None

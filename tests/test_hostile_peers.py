@@ -2,8 +2,11 @@
 worker), slow readers and floods: each test reproduces one finding of issue 8 against live roles."""
 
 import hashlib
+import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -15,7 +18,7 @@ import zmq
 from credit_model.deployment import load_deployment
 from credit_model.training.fhe_model import SimulatedPartyClient, ml_client
 from protocol import PROTOCOL_VERSION
-from protocol.messages import EvalKey, GetOutput, Input, KeyQuery, Output, Ping, Ready, Run, WorkDone, encode
+from protocol.messages import EvalKey, GetOutput, Input, KeyQuery, Output, Ping, Ready, Run, encode
 from bench.hostile import flood, rss_mb
 from simulation.processes import MODULES, PROJECT_ROOT, free_tcp_port
 from tests.conftest import ask
@@ -264,18 +267,52 @@ def test_ids_that_were_accepted_survive_a_restart_and_a_trailing_newline_is_refu
     assert isinstance(ask(socks["user"], encode(GetOutput(session_id, "r__1", 20_000), 4)).message, Output)
 
 
-def test_a_party_key_cannot_register_as_an_evaluator_worker(start_roles, client_socket, alice):
-    procs = start_roles(("evaluator",), extra_args={"evaluator": ["--workers", "1"]})
-    workers = f"ipc://{procs.run_dir / 'evaluator' / 'workers.ipc'}"
-    rogue = client_socket(workers, "rogue", procs.keys_dir, as_role="bank")
-    rogue.send_multipart(encode(Ready("worker", os.getpid(), {}), 0))
-    rogue.send_multipart(encode(WorkDone("x", "y", 0.0, True), 0))
-    socks = {r: client_socket(procs.endpoints["evaluator"], f"{r}:1", procs.keys_dir) for r in PARTIES}
-    blobs = sim_blobs(alice)
-    for i in range(3):
-        open_complete_session(socks, blobs, sid=f"w-{i}")
-        assert isinstance(run_to_output(socks["user"], f"w-{i}", "r1"), Output)
-    assert not rogue.poll(500), "the rogue was handed work"
+@pytest.mark.timeout(300)
+def test_a_hostile_process_cannot_join_the_evaluators_local_dask_cluster(start_roles, tmp_path, alice):
+    """--engine dask --workers 1: a process on the same host (a bank or agency could be one) reads the scheduler's
+    address from the evaluator's log and tries, with its own `distributed`, to connect as a client (which could run
+    code where evaluation keys live) and to register as a worker (which would be handed tasks: ciphertexts and keys),
+    over tcp:// and over tls:// with certificates of a CA of its own, and asks every port the cluster listens on for
+    Dask's HTTP pages (workers, task keys naming sessions and runs, logs, metrics). Every attempt is refused and no
+    page answers; real applicants are served all the while, every run on the evaluator's own worker."""
+    procs = start_roles(("evaluator", "user", "bank", "agency"),
+                        extra_args={"evaluator": ["--engine", "dask", "--workers", "1"]})
+    tls = procs.run_dir / "evaluator" / "cluster-tls"  # the evaluator's own certificate: 0600 files in a 0700 dir
+    assert stat.S_IMODE(tls.stat().st_mode) == 0o700 and sorted(p.name for p in tls.iterdir()) == \
+        ["ca.pem", "cert.pem", "key.pem"] and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in tls.iterdir())
+    log_path = procs.run_dir / "evaluator.log"
+    found = re.findall(r"runs go to the Dask scheduler \w+://(127\.0\.0\.1:\d+) \(1 worker", log_path.read_text())
+    assert found, log_path.read_text()[-2000:]
+    import psutil  # every port the evaluator and its Dask processes listen on, as a port scan of loopback finds them
+    evaluator = psutil.Process(procs.procs["evaluator"].popen.pid)
+    ports = sorted({c.laddr.port for p in [evaluator] + evaluator.children(recursive=True)
+                    for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN})
+    intruder = subprocess.Popen([sys.executable, "-m", "tests.dask_intruder", found[0], str(tmp_path / "intruder"),
+                                 *map(str, ports)],
+                                cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        decisions = []
+        while intruder.poll() is None or len(decisions) < 2:  # applicants served while the intruder tries
+            sid = f"s{len(decisions)}"
+            procs.command("user", "prepare", {"session_id": sid, "key_id": "k1", "features": alice["user"]}, 60)
+            for party in ("bank", "agency"):
+                procs.command(party, "encrypt", {"session_id": sid, "key_id": "k1", "features": alice[party]}, 60)
+            decisions.append(procs.command("user", "predict", {"session_id": sid}, 60)["decision"])
+        out, err = intruder.communicate(timeout=60)
+    finally:
+        if intruder.poll() is None:
+            intruder.kill()
+    assert intruder.returncode == 0, err[-3000:]
+    got = json.loads(out.strip().splitlines()[-1])
+    print(f"\nthe intruder got: {got}")
+    assert got["client_tcp"].startswith("refused") and got["client_tls_own_ca"].startswith("refused"), got
+    assert got["worker_tcp"] == "not registered" and got["worker_tls_own_ca"] == "not registered", got
+    assert len(ports) >= 4 and got["http_pages"] == [], (ports, got["http_pages"])  # no page about the runs
+    from credit_model.explainability import decision_message
+    assert set(decisions) == {decision_message(True)}, decisions
+    log = log_path.read_text()
+    ran_on = set(re.findall(r"ran on worker (\S+) \(pid (\d+)", log))
+    assert len({pid for _, pid in ran_on}) == 1, ran_on   # one worker, the evaluator's own
     assert procs.procs["evaluator"].exit_code() is None
 
 

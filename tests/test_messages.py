@@ -11,7 +11,7 @@ from protocol.errors import (
 )
 from protocol.messages import (
     BLOB_CHUNK, MESSAGE_CLASSES, Ack, Candidate, ClientKey, Command, Error, EvalKey, GetOutput, Input, KeyQuery,
-    KeyStatus, MessageType, Output, Ping, Pong, Ready, Result, Run, Shutdown, Work, WorkDone, decode, encode,
+    KeyStatus, MessageType, Output, Ping, Pong, Ready, Result, Run, Shutdown, decode, encode,
 )
 
 EXAMPLES = [
@@ -22,8 +22,6 @@ EXAMPLES = [
     Input("alice-1", "alice", "bank", "base", b"\x01\x02\x03"), Run("alice-1", "r1", {"agency": "v"}),
     GetOutput("alice-1", "r1", 500), Output("alice-1", "r1", 1.25, {"user": "ab" * 32}, b"\xff" * 10),
     Candidate("alice-1", "alice", 2, "y2", encrypt=False),
-    Work("alice-1", "r1", "/w/keys/k1.evk", ["/w/s1/i2.bin"], "/w/s1/o3.bin"),
-    WorkDone("alice-1", "r1", 0.3, True),
 ]
 
 

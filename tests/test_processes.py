@@ -102,32 +102,71 @@ def test_a_hung_role_hits_the_deadline(start_roles, alice):
         os.kill(procs.procs["bank"].popen.pid, signal.SIGCONT)
 
 
-def test_roles_and_workers_do_not_outlive_a_killed_runner(tmp_path):
-    """The runner is SIGKILLed (no clean-up at all): every role, and the evaluator's workers, exit."""
+@pytest.mark.timeout(240)
+def test_roles_and_dask_workers_do_not_outlive_a_killed_runner(tmp_path):
+    """The runner is SIGKILLed (no clean-up at all) while the evaluator runs a local Dask cluster (`--engine dask
+    --workers 1`): every role and every process the evaluator started (the Dask worker and whatever else Dask
+    spawned: its scheduler and nanny live in the evaluator process) exits within 20 s."""
     import subprocess
     import sys
+
+    import psutil
     code = (
         "import sys, time; from pathlib import Path; from simulation.processes import ProcessSet\n"
-        "p = ProcessSet(Path(sys.argv[1]), 'ipc', 'simulate', None, {'evaluator': ['--workers', '1']})\n"
-        "pids = p.start(180); print(' '.join(map(str, pids.values())), flush=True); time.sleep(600)\n")
+        "p = ProcessSet(Path(sys.argv[1]), 'ipc', 'simulate', None, {'evaluator': ['--engine', 'dask', '--workers', "
+        "'1']})\n"
+        "pids = p.start(180); print(' '.join(f'{r}={n}' for r, n in pids.items()), flush=True); time.sleep(600)\n")
     runner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
-        pids = [int(x) for x in runner.stdout.readline().split()]
+        roles = dict(pair.split("=") for pair in runner.stdout.readline().split())
+        pids = [int(pid) for pid in roles.values()]
         assert len(pids) == 4
-        workers = [int(p) for p in subprocess.run(["pgrep", "-f", "evaluator.worker.*" + str(tmp_path)],
-                                                  capture_output=True, text=True).stdout.split()]
-        assert len(workers) == 1
+        evaluator = psutil.Process(int(roles["evaluator"]))
+        assert "evaluator" in " ".join(evaluator.cmdline())
+        dask = evaluator.children(recursive=True)
+        workers = [p for p in dask if "multiprocessing" in " ".join(p.cmdline()) and
+                   "resource_tracker" not in " ".join(p.cmdline())]
+        assert len(workers) == 1, [(p.pid, p.cmdline()) for p in dask]  # the one Dask worker process
+        watched = {p: psutil.Process(p) for p in pids + [d.pid for d in dask]}
         runner.kill()
         runner.wait(10)
-        deadline = time.monotonic() + 20
-        alive = lambda: [p for p in pids + workers if os.path.exists(f"/proc/{p}") and  # noqa: E731
-                         "Z" not in open(f"/proc/{p}/stat").read().split(")")[1][:3]]
-        while alive() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert alive() == []
+        killed, exited = time.monotonic(), {}
+        while len(exited) < len(watched) and time.monotonic() < killed + 20:
+            for pid, proc in watched.items():
+                if pid not in exited and (not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE):
+                    exited[pid] = round(time.monotonic() - killed, 2)
+            time.sleep(0.1)
+        names = {pid: " ".join(proc.cmdline())[-60:] if pid not in exited else "" for pid, proc in watched.items()}
+        print(f"\nexited after the runner's SIGKILL (s): {exited}")
+        assert set(exited) == set(watched), {pid: names[pid] for pid in watched if pid not in exited}
     finally:
         if runner.poll() is None:
             runner.kill()
+
+
+@pytest.mark.timeout(240)
+def test_no_dask_process_outlives_a_sigkilled_evaluator(start_roles):
+    """The evaluator itself SIGKILLed (it cannot close its cluster): its local Dask cluster's processes (two workers,
+    and what multiprocessing started for them) exit within 20 s."""
+    import psutil
+    procs = start_roles(("evaluator",), extra_args={"evaluator": ["--engine", "dask", "--workers", "2"]})
+    evaluator = psutil.Process(procs.procs["evaluator"].popen.pid)
+    started = evaluator.children(recursive=True)
+    assert len([p for p in started if "spawn_main" in " ".join(p.cmdline())]) == 2, \
+        [(p.pid, p.cmdline()) for p in started]
+    os.kill(evaluator.pid, signal.SIGKILL)
+    killed, exited = time.monotonic(), {}
+    while len(exited) < len(started) and time.monotonic() < killed + 20:
+        for proc in started:
+            if proc.pid not in exited and (not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE):
+                exited[proc.pid] = round(time.monotonic() - killed, 2)
+        time.sleep(0.1)
+    print(f"\nexited after the evaluator's SIGKILL (s): {exited}")
+    survivors = [(p.pid, p.cmdline()[-1:]) for p in started if p.pid not in exited]
+    for proc in started:
+        if proc.pid not in exited:
+            proc.kill()
+    assert survivors == []
 
 
 def _sigterm_and_time(proc) -> float:

@@ -58,7 +58,7 @@ from protocol.curve import Curve
 from protocol.errors import RemoteError
 from protocol.messages import (
     Ack, Candidate, ClientKey, Command, Error, EvalKey, GetOutput, Input, KeyQuery, KeyStatus, Output, Ping, Pong,
-    Ready, Result, Run, Shutdown, Work, WorkDone, decode, encode,
+    Ready, Result, Run, Shutdown, decode, encode,
 )
 from protocol.transport import make_socket
 from simulation.processes import ProcessSet
@@ -135,7 +135,7 @@ DECODE_REFUSALS_ECHO_SEQ = True
 # A well-formed message of every type, for the channels that do not take it from some sender.
 OTHER_TYPES = {m.TYPE.value: m for m in (
     Ack({}), Error("MALFORMED", "x"), KeyStatus("k", True), Pong("user"), Ready("user", 1, {}), Result("status", {}),
-    Command("status", {}), Shutdown(), Work("s", "r", "k", [], "o"), WorkDone("s", "r", 0.0, True),
+    Command("status", {}), Shutdown(),
     ClientKey("k", [0], (b"x",)), Candidate("s", "k", 0, "v"), KeyQuery("k", "0" * 64), EvalKey("k", b"x"),
     Input("s", "k", "user", "base", b"x"), Run("s", "r", {}), GetOutput("s", "r", 0), Output("s", "r", 0.0, {}, b"x"))}
 # Frames that do not decode (SEQ stands for the request's seq): the code SPEC §7 gives, and whether the header's seq

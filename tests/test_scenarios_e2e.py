@@ -58,8 +58,8 @@ def test_repeat_applicant_reuses_keys_and_the_runner_never_carries_keys_or_ciphe
     assert "INPUT" in peer_types
 
 
-def test_evaluator_worker_processes_serve_a_scenario():
-    report = run("denied_bin_found", fhe="simulate", extra_args={"evaluator": ["--workers", "2"]})
+def test_a_local_dask_cluster_of_two_workers_serves_a_scenario():
+    report = run("denied_bin_found", fhe="simulate", extra_args={"evaluator": ["--engine", "dask", "--workers", "2"]})
     assert_passed(report)
 
 

@@ -14,7 +14,7 @@ from .. import PROTOCOL_VERSION
 from ..authorization import AUTHORIZATION, EVERY_ROLE, size_limits
 from ..messages import (
     BLOB_CHUNK, MESSAGE_CLASSES, Ack, Candidate, ClientKey, Command, Error, EvalKey, GetOutput, Input, KeyQuery,
-    KeyStatus, MessageType, Output, Ping, Pong, Ready, Result, Run, Shutdown, Work, WorkDone, encode,
+    KeyStatus, MessageType, Output, Ping, Pong, Ready, Result, Run, Shutdown, encode,
 )
 from .target import Check, Target, code_of, is_error, show
 
@@ -39,7 +39,6 @@ def sample(type_: MessageType, sender: str, session: str) -> object:
         MessageType.RUN: Run(session, "r1", {}), MessageType.GET_OUTPUT: GetOutput(session, "r1", 0),
         MessageType.OUTPUT: Output(session, "r1", 0.1, {}, b"x"),
         MessageType.CANDIDATE: Candidate(session, "conf-authz", 1, "v1"),
-        MessageType.WORK: Work(session, "r1", "/k", [], "/o"), MessageType.WORK_DONE: WorkDone(session, "r1", 0.1, True),
     }[type_]
 
 

@@ -7,6 +7,7 @@ without TLS is refused at start with one line."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -160,17 +161,17 @@ def _stop(*procs: subprocess.Popen) -> None:
             proc.wait(10)
 
 
-@pytest.mark.timeout(300)
-def test_the_scheduler_lost_fails_the_run_naming_it_and_the_evaluator_serves_again_when_it_is_back(tmp_path):
-    """--engine dask --scheduler tcp://127.0.0.1:P (loopback: no TLS needed), simulated FHE. The scheduler is
-    SIGKILLed: the user's predict fails at once with an error naming that scheduler; the evaluator process keeps
-    answering; a new scheduler and worker on the same port, and the same user's next predict is the right decision."""
+@contextlib.contextmanager
+def session_on_a_cluster_of_its_own(tmp_path):
+    """A scheduler and one worker of their own on a loopback port (no TLS needed there), the four roles with the
+    evaluator on them (`--scheduler`, simulated FHE), and ada's session s1 with its three inputs. Yields the roles,
+    the cluster (a test may replace its scheduler and worker: whatever is there at the end is stopped) and ada."""
     port = free_tcp_port()
-    address = f"tcp://127.0.0.1:{port}"
-    scheduler = _start_scheduler(port, tmp_path / "scheduler.log")
-    worker = _start_worker(port, tmp_path / "worker.log")
+    cluster = {"port": port, "address": f"tcp://127.0.0.1:{port}",
+               "scheduler": _start_scheduler(port, tmp_path / "scheduler.log"),
+               "worker": _start_worker(port, tmp_path / "worker.log")}
     procs = ProcessSet(tmp_path / "run", "ipc", "simulate", None,
-                       {"evaluator": ["--engine", "dask", "--scheduler", address]})
+                       {"evaluator": ["--engine", "dask", "--scheduler", cluster["address"]]})
     ada = shipped_applicant("approved")
     try:
         time.sleep(1.0)
@@ -178,15 +179,33 @@ def test_the_scheduler_lost_fails_the_run_naming_it_and_the_evaluator_serves_aga
         procs.command("user", "prepare", {"session_id": "s1", "key_id": "k1", "features": ada["user"]}, 60)
         for party in ("bank", "agency"):
             procs.command(party, "encrypt", {"session_id": "s1", "key_id": "k1", "features": ada[party]}, 60)
-        _stop(scheduler, worker)
+        yield procs, cluster, ada
+    finally:
+        procs.stop()
+        for proc in (cluster["scheduler"], cluster["worker"]):
+            try:
+                os.killpg(proc.pid, signal.SIGCONT)  # a test may have stopped them
+            except ProcessLookupError:
+                pass
+        _stop(cluster["scheduler"], cluster["worker"])
+
+
+@pytest.mark.timeout(300)
+def test_the_scheduler_lost_fails_the_run_naming_it_and_the_evaluator_serves_again_when_it_is_back(tmp_path):
+    """--engine dask --scheduler tcp://127.0.0.1:P (loopback: no TLS needed), simulated FHE. The scheduler is
+    SIGKILLed: the user's predict fails at once with an error naming that scheduler; the evaluator process keeps
+    answering; a new scheduler and worker on the same port, and the same user's next predict is the right decision."""
+    with session_on_a_cluster_of_its_own(tmp_path) as (procs, cluster, ada):
+        address, port = cluster["address"], cluster["port"]
+        _stop(cluster["scheduler"], cluster["worker"])
         started = time.monotonic()
         with pytest.raises(RemoteError) as lost:
             procs.command("user", "predict", {"session_id": "s1"}, 60)
         assert time.monotonic() - started < 15
         assert f"the Dask scheduler {address}" in str(lost.value), str(lost.value)
         assert procs.command("evaluator", "status", {}, 10)["sessions"] == 1  # still serving
-        scheduler = _start_scheduler(port, tmp_path / "scheduler.log")
-        worker = _start_worker(port, tmp_path / "worker.log")
+        cluster["scheduler"] = _start_scheduler(port, tmp_path / "scheduler.log")
+        cluster["worker"] = _start_worker(port, tmp_path / "worker.log")
         deadline, result = time.monotonic() + 90, None
         while result is None:
             try:
@@ -195,9 +214,6 @@ def test_the_scheduler_lost_fails_the_run_naming_it_and_the_evaluator_serves_aga
                 assert "Dask scheduler" in str(exc) and time.monotonic() < deadline, str(exc)
                 time.sleep(1.0)
         assert result["decision"] == clear_decision(ada)
-    finally:
-        procs.stop()
-        _stop(scheduler, worker)
 
 
 @pytest.mark.timeout(200)
@@ -206,38 +222,19 @@ def test_a_hung_scheduler_fails_the_run_in_flight_within_seconds_naming_it(tmp_p
     scheduler (a 5 s deadline, every 2 s while runs are in flight) fails the run naming it, well before the user's
     90 s deadline, and the evaluator still answers."""
     import psutil
-    port = free_tcp_port()
-    address = f"tcp://127.0.0.1:{port}"
-    scheduler = _start_scheduler(port, tmp_path / "scheduler.log")
-    worker = _start_worker(port, tmp_path / "worker.log")
-    procs = ProcessSet(tmp_path / "run", "ipc", "simulate", None,
-                       {"evaluator": ["--engine", "dask", "--scheduler", address]})
-    ada = shipped_applicant("approved")
-    try:
-        time.sleep(1.0)
-        procs.start(120)
-        procs.command("user", "prepare", {"session_id": "s1", "key_id": "k1", "features": ada["user"]}, 60)
-        for party in ("bank", "agency"):
-            procs.command(party, "encrypt", {"session_id": "s1", "key_id": "k1", "features": ada[party]}, 60)
-        for proc in [psutil.Process(worker.pid)] + psutil.Process(worker.pid).children(recursive=True):
+    with session_on_a_cluster_of_its_own(tmp_path) as (procs, cluster, _ada):
+        worker = psutil.Process(cluster["worker"].pid)
+        for proc in [worker] + worker.children(recursive=True):
             proc.suspend()
-        timer = __import__("threading").Timer(1.0, lambda: os.killpg(scheduler.pid, signal.SIGSTOP))
+        timer = __import__("threading").Timer(1.0, lambda: os.killpg(cluster["scheduler"].pid, signal.SIGSTOP))
         timer.start()
         started = time.monotonic()
         with pytest.raises(RemoteError) as lost:
             procs.command("user", "predict", {"session_id": "s1"}, 90)
         took = time.monotonic() - started
-        assert f"the Dask scheduler {address} did not answer within 5 s" in str(lost.value), str(lost.value)
+        assert f"the Dask scheduler {cluster['address']} did not answer within 5 s" in str(lost.value), str(lost.value)
         assert "during the run" in str(lost.value) and 5 < took < 20, (took, str(lost.value))
         assert procs.command("evaluator", "status", {}, 10)["sessions"] == 1
-    finally:
-        procs.stop()
-        for proc in (scheduler, worker):
-            try:
-                os.killpg(proc.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-        _stop(scheduler, worker)
 
 
 def test_the_circuit_plugin_stops_each_workers_statistical_profiler(tmp_path):

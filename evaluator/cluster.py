@@ -142,6 +142,33 @@ def close_quietly(*things) -> None:
                 pass
 
 
+def kill_leftover_workers(grace: float = 2.0) -> list[int]:
+    """After the local cluster is closed: a worker process of ours still there (one stopped while it was starting,
+    before the circuit plugin tied it to this process, which Dask's nanny does not kill) is SIGKILLed and reaped.
+    Multiprocessing's tracker then ends by itself once its last holder is gone."""
+    import psutil
+    workers = [c for c in psutil.Process().children() if "spawn_main" in " ".join(_cmdline(c))]
+    _, alive = psutil.wait_procs(workers, timeout=grace)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
+    if alive:
+        logging.getLogger("fhe_credit_sim.evaluator").warning(
+            "evaluator: %d Dask worker process(es) still there after the cluster closed were killed: %s", len(alive),
+            [p.pid for p in alive])
+    return [p.pid for p in alive]
+
+
+def _cmdline(proc) -> list[str]:
+    try:
+        return proc.cmdline()
+    except Exception:  # noqa: BLE001 - gone, or a zombie
+        return []
+
+
 def start_local(workers: int, worker_threads: int, tls_dir: str | None, workdir: Path):
     """N worker processes (one Dask thread each; Concrete on `worker_threads` cores, default 1) and a scheduler,
     all on loopback and always under mutual TLS: with the operator's certificates when given (--cluster-tls),

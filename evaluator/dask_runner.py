@@ -96,8 +96,10 @@ class DaskRunner:
         self.stopping.set()
         self.events.put(("stop", None, None, 0))
         self.thread.join(10)
-        from .cluster import close_quietly
+        from .cluster import close_quietly, kill_leftover_workers
         close_quietly(self.client, self.local)
+        if self.local is not None:
+            kill_leftover_workers()
 
     # --- the dispatcher thread ------------------------------------------------------------------------------
     def _client(self):

@@ -11,6 +11,8 @@ from collections import OrderedDict
 from distributed import get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from protocol.run_dir import die_with_parent
+
 PLUGIN_NAME = "fcs-circuit"
 
 
@@ -70,6 +72,7 @@ class CircuitPlugin(WorkerPlugin):
     def setup(self, worker=None):
         from credit_model.deployment import load_deployment
         stop_profiler(worker)
+        die_with_starter()
         self.server = load_deployment(self.deployment).circuit_server(self.simulate)
         self.keys = ByteBoundedKeys(self.cache_bytes)
         self.run_lock = threading.Lock()  # one run at a time per worker, whatever its thread count
@@ -93,6 +96,15 @@ def stop_profiler(worker) -> None:
         callback = worker.periodic_callbacks.pop(name, None)
         if callback is not None:
             callback.stop()
+
+
+def die_with_starter() -> None:
+    """SIGKILL this worker process when the process that started it (the evaluator's local cluster, or a `dask worker`
+    nanny) dies. Dask's own check (a pipe the worker's thread watches) cannot end a worker that is stopped, nor can
+    a SIGTERM: the kernel's SIGKILL does, and with it goes the pipe that keeps multiprocessing's tracker alive. A
+    worker started by init (no nanny) is left as it is."""
+    if os.getppid() != 1:
+        die_with_parent(signal.SIGKILL)
 
 
 def _plugin() -> CircuitPlugin:

@@ -93,11 +93,13 @@ class Fault:
 
 
 def dask_worker_pids(evaluator_pid: int) -> list[int]:
-    """The worker processes of the evaluator's local Dask cluster (its children, multiprocessing's tracker left out)."""
+    """The worker processes of the evaluator's local Dask cluster: its children that multiprocessing spawned (a child
+    still between fork and exec carries the evaluator's own command line and is not a worker yet: stopped there it
+    would never become one; multiprocessing's tracker is not a worker either)."""
     import psutil
     try:
         children = psutil.Process(evaluator_pid).children()
-        return sorted(c.pid for c in children if "resource_tracker" not in " ".join(c.cmdline()))
+        return sorted(c.pid for c in children if "spawn_main" in " ".join(c.cmdline()))
     except psutil.Error:
         return []
 
@@ -126,6 +128,20 @@ def _children() -> list[int]:
     return found
 
 
+_left_names: dict[int, str] = {}
+
+
+def _describe(pid: int) -> str:
+    """What a left-behind process was: its state (T: stopped) and command line, shortened."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        state = stat[stat.rindex(")") + 2]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "gone"
+    return f"{state} {cmdline[-90:]}"
+
+
 def _leftovers(before: set[int], wait: float = 3.0) -> list[int]:
     """Processes this run left behind: children of ours (direct, or orphans re-parented to us) still
     alive `wait` seconds after the runner returned; they are killed and reaped."""
@@ -142,6 +158,7 @@ def _leftovers(before: set[int], wait: float = 3.0) -> list[int]:
         time.sleep(0.1)
     for pid in left:
         try:
+            _left_names[pid] = _describe(pid)
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
@@ -221,7 +238,8 @@ def _chaos(scenarios, iterations, seed, fhe, liveness, bar: Progress, rng: rando
             item.detection_s = round(ended - fault.fired_at, 2)
         item.leftovers = _leftovers(before)
         if item.leftovers:
-            item.outcome, item.detail = "BAD: processes left behind", f"pids {item.leftovers}"
+            item.outcome, item.detail = "BAD: processes left behind", "; ".join(
+                f"pid {pid} ({_left_names.pop(pid, '?')})" for pid in item.leftovers)
         results.append(item)
         took = f"{item.detection_s:.1f} s after the fault" if item.detection_s is not None else "no fault fired"
         log(f"{index:>3} {scenario.name:<22} {action:<13} {role:<9} at {at_s:5.2f} s -> {item.outcome}, "

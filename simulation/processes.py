@@ -82,6 +82,36 @@ def _signal_quietly(pid: int, sig: int) -> None:
         pass
 
 
+def _descendants(pids: list[int]) -> list:
+    """Every process the roles started (a user's key-generation child, the evaluator's Dask workers), as they are
+    now: what a role could not end itself (one stopped, or started while its role was being killed) is ended by
+    the runner after the roles."""
+    import psutil
+    found = []
+    for pid in pids:
+        try:
+            found += psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            pass
+    return found
+
+
+def _kill_survivors(procs: list, grace: float = 2.0) -> list[str]:
+    """SIGKILL (a stopped process too) what is still there `grace` seconds after its role ended; named in the log."""
+    import psutil
+    _, alive = psutil.wait_procs(procs, timeout=grace) if procs else ([], [])
+    named = []
+    for proc in alive:
+        try:
+            named.append(f"{proc.pid} ({' '.join(proc.cmdline())[-80:]})")
+            proc.kill()
+        except psutil.Error:
+            pass
+    if named:
+        log.warning("runner: killed %d process(es) the roles left behind: %s", len(named), "; ".join(named))
+    return named
+
+
 def _is_stopped(pid: int) -> bool:
     """Whether a local process is stopped (SIGSTOP, or traced): its state in /proc is T or t."""
     try:
@@ -120,6 +150,7 @@ class ProcessSet:
         self.watch = RouterWatch(self.control)
         self._stopped_since: dict[str, float] = {}
         self.ended_by: dict[str, str] = {}
+        self.killed_leftovers: list[str] = []  # what stop() had to SIGKILL after the roles (pid and command line)
         self.keys_dir: Path | None = None
         self.curve = None
         self.key_roles: dict[str, str] = {}
@@ -326,6 +357,7 @@ class ProcessSet:
             return {role: p.exit_code() for role, p in self.procs.items()}
         self.ended_by = {role: "before stop" for role, p in self.procs.items()
                          if p.popen is not None and p.exit_code() is not None}
+        descendants = _descendants([p.popen.pid for p in self.procs.values() if p.popen is not None])
         for role, proc in self.procs.items():
             if role in self.ended_by:
                 continue
@@ -356,6 +388,7 @@ class ProcessSet:
             self.ended_by[role] = "before stop (attached: its connection was lost)"
         if attached:
             self._await_attached(attached, max(grace, 5.0))
+        self.killed_leftovers = _kill_survivors(descendants)
         for role, proc in self.procs.items():
             code = proc.exit_code()
             sent = self.ended_by.get(role)

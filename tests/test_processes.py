@@ -145,23 +145,33 @@ def test_roles_and_dask_workers_do_not_outlive_a_killed_runner(tmp_path):
 
 
 @pytest.mark.timeout(240)
-def test_no_dask_process_outlives_a_sigkilled_evaluator(start_roles):
-    """The evaluator itself SIGKILLed (it cannot close its cluster): its local Dask cluster's processes (two workers,
-    and what multiprocessing started for them) exit within 20 s."""
+@pytest.mark.parametrize("stopped_worker", [False, True], ids=["workers-running", "a-worker-sigstopped"])
+@pytest.mark.parametrize("end", [signal.SIGKILL, signal.SIGTERM], ids=["evaluator-sigkilled", "evaluator-sigtermed"])
+def test_no_dask_process_outlives_its_evaluator(start_roles, end, stopped_worker):
+    """The evaluator SIGKILLed (it cannot close its cluster) or SIGTERMed, with its workers running or one of them
+    SIGSTOPped (chaos's `stop` on a worker: a stopped process cannot act on a SIGTERM, nor close the pipe that keeps
+    multiprocessing's tracker alive): its local Dask cluster's processes (two workers, and what multiprocessing
+    started for them) exit within 20 s."""
     import psutil
     procs = start_roles(("evaluator",), extra_args={"evaluator": ["--engine", "dask", "--workers", "2"]})
     evaluator = psutil.Process(procs.procs["evaluator"].popen.pid)
     started = evaluator.children(recursive=True)
-    assert len([p for p in started if "spawn_main" in " ".join(p.cmdline())]) == 2, \
-        [(p.pid, p.cmdline()) for p in started]
-    os.kill(evaluator.pid, signal.SIGKILL)
+    workers = [p for p in started if "spawn_main" in " ".join(p.cmdline())]
+    assert len(workers) == 2, [(p.pid, p.cmdline()) for p in started]
+    if stopped_worker:
+        workers[0].suspend()
+        deadline = time.monotonic() + 5  # the signal is delivered asynchronously
+        while workers[0].status() != psutil.STATUS_STOPPED and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert workers[0].status() == psutil.STATUS_STOPPED
+    os.kill(evaluator.pid, end)
     killed, exited = time.monotonic(), {}
     while len(exited) < len(started) and time.monotonic() < killed + 20:
         for proc in started:
             if proc.pid not in exited and (not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE):
                 exited[proc.pid] = round(time.monotonic() - killed, 2)
         time.sleep(0.1)
-    print(f"\nexited after the evaluator's SIGKILL (s): {exited}")
+    print(f"\nexited after the evaluator's {signal.Signals(end).name} (s): {exited}")
     survivors = [(p.pid, p.cmdline()[-1:]) for p in started if p.pid not in exited]
     for proc in started:
         if proc.pid not in exited:
@@ -207,3 +217,50 @@ def test_sigterm_ends_a_role_within_two_seconds_while_it_waits_on_a_frozen_peer(
         assert seconds < 2.0
     finally:
         os.kill(procs.procs["evaluator"].popen.pid, signal.SIGCONT)
+
+
+@pytest.mark.timeout(120)
+def test_a_dask_worker_stopped_while_its_cluster_starts_is_not_left_behind(tmp_path):
+    """A worker SIGSTOPped the moment it is spawned (before any code of ours runs in it: nothing there can tie it
+    to its evaluator): the evaluator never reports READY (its cluster waits for that worker), the runner says so,
+    and when the runner stops the roles it SIGKILLs what they started and could not end — the stopped worker and
+    multiprocessing's tracker — and names them in its log."""
+    import threading
+
+    import psutil
+
+    from simulation.processes import ProcessSet
+    procs = ProcessSet(tmp_path / "run", "ipc", "simulate", None, {"evaluator": ["--engine", "dask", "--workers", "1"]})
+    stopped: list[psutil.Process] = []
+
+    def stop_the_first_worker():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not stopped:
+            evaluator = procs.procs.get("evaluator")
+            try:
+                for child in psutil.Process(evaluator.popen.pid).children() if evaluator else []:
+                    if "spawn_main" in " ".join(child.cmdline()):
+                        child.suspend()
+                        stopped.append(child)
+            except psutil.Error:
+                pass
+            time.sleep(0.005)
+    watcher = threading.Thread(target=stop_the_first_worker, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(RoleFailure) as failed:
+            procs.start(15, ("evaluator",))
+        assert failed.value.role == "evaluator" and "READY" in failed.value.reason
+    finally:
+        watcher.join(5)
+        procs.stop()
+    assert len(stopped) == 1, "the worker was never seen"
+    worker = stopped[0]
+    deadline = time.monotonic() + 10
+    while worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
+    if alive:
+        worker.kill()
+    assert not alive, "the stopped worker outlived the run"
+    assert any(str(worker.pid) in entry for entry in procs.killed_leftovers), procs.killed_leftovers

@@ -37,9 +37,24 @@ def _network(name):
     return network_option(name)
 
 
+def _scenario_paths(paths) -> list:
+    """The files given, a directory standing for its *.yaml (sorted): `run scenarios/kaggle_xgboost`."""
+    out = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            found = sorted(path.glob("*.yaml"))
+            if not found:
+                raise click.ClickException(f"{path}: a directory with no *.yaml scenario")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
 def _load_all(paths, deployment=None) -> list:
     loaded, errors = [], []
-    for path in paths:
+    for path in _scenario_paths(paths):
         try:
             loaded.append(load_scenario(path, deployment))
         except ScenarioError as exc:
@@ -55,7 +70,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("scenario_files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("scenario_files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
 @click.option("--report-md", type=click.Path(dir_okay=False, path_type=Path), help="Write the Markdown report here.")
 @click.option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
@@ -82,7 +97,7 @@ def cli() -> None:
 @network_option_decorator()
 def run(scenario_files, report_json, report_md, report_html, fhe, strategy, transport, deployment, insecure, attach,
         keys_dir, liveness, keep_run_dir, network_name):
-    """Start the four processes and drive SCENARIO_FILES (default: scenarios/approved.yaml)."""
+    """Start the four processes and drive SCENARIO_FILES (a directory: its *.yaml; default: scenarios/approved.yaml)."""
     from simulation.links import check_liveness
     from simulation.report import INSECURE, network_line, phase_table, summary_table, write_json, write_markdown
     from simulation.runner import ScenarioRunner
@@ -178,7 +193,7 @@ def keys(directory):
 
 
 @cli.command()
-@click.argument("scenario_files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("scenario_files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @deployment_option("Check the applicants against this deployment's schema instead of the scenario's own.")
 def validate(scenario_files, deployment):
     """Check scenario files (against their deployment's schema) without starting any process."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,12 @@ def _scenario_paths(paths) -> list:
         else:
             out.append(path)
     return out
+
+
+def bench_case_name(flip: str) -> str:
+    """The bench's explanation applicant for a bin that flips the decision: its name is its session's key id
+    ([A-Za-z0-9._-]), so a bin such as "18+" is spelt "18plus" (bench --quick on kaggle_logistic was refused)."""
+    return "bin_found_" + re.sub(r"[^A-Za-z0-9._-]", "_", flip.replace("+", "plus"))
 
 
 def _load_all(paths, deployment=None) -> list:
@@ -257,7 +264,7 @@ def bench(quick, hostile, network, engines, repeats, json_path, report_html, dep
     found = load_scenario(shipped / "denied_bin_found.yaml", dep.directory).applicants[0]
     bins = dep.bins
     flip = next(s.expect.bin for s in found.steps if s.expect.bin)
-    cases = {"no_bin_helps": (no_bin, bins), f"bin_found_{flip}": (found.data, bins[:bins.index(flip)])}
+    cases = {"no_bin_helps": (no_bin, bins), bench_case_name(flip): (found.data, bins[:bins.index(flip)])}
     started = time.time()
     figures = run_benchmarks(dep, shipped, approved, cases, quick, click.echo)
     figures["machine"] = {"cores": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version()}

@@ -10,7 +10,8 @@ per point the quantized model's held-out figures with 95 % intervals and the com
 for the MEASURE points, and warm runs of the others *estimated* as PBS x the measured seconds per PBS at the same
 input width (labelled "est."). `--from-json FILE` prints the table of a sweep already run (bench/frontier_sweep.json
 is the one in BENCHMARKS.md). The sweep is descriptive: the held-out file reports many points, it chooses none.
-`--tree-cv` runs the tree family's grouped 5-fold CV (TREE_SPACE) on the training file."""
+`--tree-cv` runs the tree family's grouped 5-fold CV (TREE_SPACE) on the training file; `--logistic-lookup [--measure]`
+the logistic circuit's rounded-score bits (LOOKUP_CHOICES) by grouped CV, with their FHE costs."""
 
 from __future__ import annotations
 
@@ -387,6 +388,89 @@ def tree_cv(log=print) -> str:
     return "\n".join(lines)
 
 
+LOOKUP_CHOICES = (5, 6, 7)  # the logistic circuit's rounded-score bits (families.LOOKUP_BITS; committed: 7)
+
+
+def logistic_lookup(measure: bool, log=print) -> str:
+    """The committed logistic regression (its preset's C and weight) with its score rounded to each of
+    LOOKUP_CHOICES bits: grouped 5-fold CV of the rounded circuit's own decisions on the training file (what would
+    choose), held-out figures (reported only) and, with `measure`, the circuit's PBS, key bytes, keygen, first and
+    warm in-process runs (4 held-out applicants; each rounded score checked equal to the clear one)."""
+    import os
+    import time
+
+    import numpy as np
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from credit_model.schema import PARTIES
+    from credit_model.training import families
+    from credit_model.training.evaluation import classification_figures
+    from credit_model.training.fhe_model import compile_multi_input
+    from credit_model.training.selection import applicant_groups
+    from credit_model.training.train import PRESETS, party_data
+
+    committed = load_deployment(DEPLOYMENTS_DIR / "kaggle_logistic").manifest["model"]["params"]
+    d = party_data(PRESETS["kaggle_logistic"])
+    width, n_bits = d.x_train.shape[1], PRESETS["kaggle_logistic"].n_bits
+    names = [f.name for p in PARTIES for f in d.schema.features[p]]
+    groups = applicant_groups(d.train, names)
+    splits = list(StratifiedGroupKFold(5, shuffle=True, random_state=0).split(d.x_train, d.y_train, groups))
+
+    def fit(x, y):
+        model = families.concrete_model("logistic", committed, n_bits, d.years_column, width, True, 0).fit(x, y)
+        circuit, inputset = families.prepare_for_circuit(model, "logistic", width, model.quantize_input(x))
+        return model, circuit, inputset
+
+    lines = [f"logistic regression {committed}, {n_bits}-bit inputs and weights; grouped 5-fold CV on the training "
+             "file of the rounded circuit's decisions; held out reported only", "",
+             "| lookup bits | grouped-CV AUC | grouped-CV balanced | held-out AUC | held-out balanced | PBS | eval key "
+             "| keygen | first run | warm run | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    saved = families.LOOKUP_BITS
+    try:
+        for bits in LOOKUP_CHOICES:
+            families.LOOKUP_BITS = bits
+            aucs, balanced = [], []
+            for tr, va in splits:
+                model, _, _ = fit(d.x_train[tr], d.y_train[tr])
+                p = families.clear_probabilities(model, "logistic", d.x_train[va])
+                aucs.append(roc_auc_score(d.y_train[va], p[:, 1]))
+                balanced.append(balanced_accuracy_score(d.y_train[va], (p[:, 1] > p[:, 0]).astype(int)))
+            model, circuit_fn, inputset = fit(d.x_train, d.y_train)
+            p = families.clear_probabilities(model, "logistic", d.x_test)
+            h = classification_figures(d.y_test, (p[:, 1] > p[:, 0]).astype(int), p[:, 1])
+            cells = [f"{np.mean(aucs):.4f} ± {np.std(aucs):.4f}", f"{np.mean(balanced):.4f} ± {np.std(balanced):.4f}",
+                     str(h["auc"]), str(h["balanced_accuracy"])]
+            if measure:
+                slices = [d.slices[p] for p in PARTIES]
+                circuit = compile_multi_input(model, inputset, slices, circuit_fn)
+                load0 = os.getloadavg()[0]
+                t0 = time.perf_counter()
+                circuit.keygen()
+                keygen = time.perf_counter() - t0
+                walls, exact = [], 0
+                for i in range(4):
+                    q = model.quantize_input(d.x_test[i:i + 1])
+                    args = circuit.encrypt(*(q[:, a:b] for a, b in slices))
+                    t0 = time.perf_counter()
+                    result = circuit.run(*args)
+                    walls.append(time.perf_counter() - t0)
+                    exact += int(np.array_equal(np.asarray(circuit.decrypt(result)).ravel(),
+                                                model.logistic_circuit_.clear(q).ravel()))
+                cells += [str(circuit.statistics["programmable_bootstrap_count"]),
+                          f"{len(circuit.client.keys.evaluation.serialize()) / 1e6:.1f} MB", f"{keygen:.1f} s",
+                          f"{walls[0]:.2f} s", f"{np.median(walls[1:]):.2f} s (exact {exact}/4)",
+                          f"{load0:.1f} → {os.getloadavg()[0]:.1f}"]
+            else:
+                cells += [""] * 6
+            line = f"| {bits}{' (committed)' if bits == saved else ''} | " + " | ".join(cells) + " |"
+            log(line)
+            lines.append(line)
+    finally:
+        families.LOOKUP_BITS = saved
+    return "\n".join(lines)
+
+
 def main(names=FRONTIER, with_sweep: bool = False, measure: bool = False, json_path: str | None = None) -> None:
     rows = [row(n) for n in names]
     print(table(rows))
@@ -410,6 +494,9 @@ def main(names=FRONTIER, with_sweep: bool = False, measure: bool = False, json_p
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
+    if "--logistic-lookup" in argv:
+        print(logistic_lookup("--measure" in argv, log=lambda m: print(m, file=sys.stderr, flush=True)))
+        sys.exit(0)
     if "--tree-cv" in argv:
         print(tree_cv(log=lambda m: print(m, file=sys.stderr, flush=True)))
         sys.exit(0)

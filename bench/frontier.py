@@ -10,6 +10,7 @@ per point the quantized model's held-out figures with 95 % intervals and the com
 for the MEASURE points, and warm runs of the others *estimated* as PBS x the measured seconds per PBS at the same
 input width (labelled "est."). `--from-json FILE` prints the table of a sweep already run (bench/frontier_sweep.json
 is the one in BENCHMARKS.md). The sweep is descriptive: the held-out file reports many points, it chooses none.
+`--remeasure FILE [T,D,B ...]` measures a sweep's measured points again (and the points named).
 `--tree-cv` runs the tree family's grouped 5-fold CV (TREE_SPACE) on the training file; `--logistic-lookup [--measure]`
 the logistic circuit's rounded-score bits (LOOKUP_CHOICES) by grouped CV, with their FHE costs."""
 
@@ -286,17 +287,44 @@ def sweep_points(measure: bool = False, log=print) -> list[dict[str, Any]]:
     return results
 
 
+def remeasure(path: str, extra=(), log=print) -> list[dict[str, Any]]:
+    """Measure again, in real FHE, the measured points of a sweep already run (and `extra` points of it), e.g. when
+    the machine is quieter; the earlier measurement is kept as `measured_earlier`. Rewrites the file."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        results = json.load(f)
+    worker = _Worker()
+    try:
+        for r in results:
+            point = (r["trees"], r["depth"], r["bits"])
+            if "pbs" in r and ("measured" in r or point in extra):
+                m = worker.run(point, True)
+                if "measured" in r:
+                    r["measured_earlier"] = r["measured"]
+                r["measured"] = m.get("measured", {"error": m.get("error")})
+                log(f"  measured {point}: {r['measured']}")
+    finally:
+        worker.close()
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    return results
+
+
 def calibration(results: list[dict[str, Any]]) -> dict[int, tuple[float, str]]:
-    """Seconds per PBS by input width: the median over the measured points of that width (warm run / PBS), else
+    """Seconds per PBS by input width: the lowest over the measured points of that width (warm run / PBS), else
     the quiet bench --quick figure of the committed ensemble for 3 bits."""
     import numpy as np
 
-    out: dict[int, tuple[float, str]] = {3: (QUIET_3BIT_S_PER_PBS, "kaggle_xgboost bench --quick, quiet")}
+    out: dict[int, tuple[float, str]] = {}
+    if not any("warm_s" in r.get("measured", {}) for r in results if r["bits"] == 3):
+        out[3] = (QUIET_3BIT_S_PER_PBS, "kaggle_xgboost bench --quick, quiet")
     for bits in sorted({r["bits"] for r in results}):
-        measured = [r["measured"]["warm_s"] / r["pbs"] for r in results
-                    if r["bits"] == bits and "warm_s" in r.get("measured", {})]
-        if measured:
-            out[bits] = (float(np.median(measured)), f"{len(measured)} point(s) measured here")
+        measured = [r[key]["warm_s"] / r["pbs"] for r in results for key in ("measured", "measured_earlier")
+                    if r["bits"] == bits and "warm_s" in r.get(key, {})]
+        if measured:  # the lowest: larger circuits measured cheaper per PBS (more of both cores busy), so the
+            # estimates are optimistic, which is the side that matters for "why not within 2 s"
+            out[bits] = (float(np.min(measured)), f"the lowest of {len(measured)} measurement(s) here")
     return out
 
 
@@ -318,6 +346,9 @@ def sweep_table(results: list[dict[str, Any]]) -> str:
             continue
         if "warm_s" in m:
             warm = f"**{m['warm_s']:.2f} s** measured (CPU {m['warm_cpu_s']:.2f} s, load {m['load_avg_before_after'][0]:.1f})"
+            e = r.get("measured_earlier", {})
+            if "warm_s" in e:
+                warm += f"; earlier {e['warm_s']:.2f} s (CPU {e['warm_cpu_s']:.2f} s, load {e['load_avg_before_after'][0]:.1f})"
             first = f"{m['first_s']:.2f} s (CPU {m['first_cpu_s']:.2f} s)"
             key, keygen = f"{m['eval_key_bytes'] / 1e6:.1f} MB", f"{m['keygen_s']:.1f} s"
         else:
@@ -337,7 +368,7 @@ def sweep_table(results: list[dict[str, Any]]) -> str:
                      f"| {_fig(f['high_risk_precision'], ci['high_risk_precision'])} "
                      f"| {r['pbs']} | {warm} | {first} | {key} | {keygen} |")
     lines.append("")
-    lines.append("Estimated warm runs = PBS × the seconds per PBS measured at the same input width: " + "; ".join(
+    lines.append("Estimated warm runs (optimistic) = PBS × the lowest seconds per PBS measured at the same input width: " + "; ".join(
         f"{bits} bits {s * 1e3:.1f} ms ({how})" for bits, (s, how) in sorted(per_pbs.items())) + ".")
     return "\n".join(lines)
 
@@ -494,6 +525,11 @@ def main(names=FRONTIER, with_sweep: bool = False, measure: bool = False, json_p
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
+    if "--remeasure" in argv:  # --remeasure FILE [T,D,B ...]: the measured points again, and these
+        at = argv.index("--remeasure")
+        more = tuple(tuple(int(v) for v in a.split(",")) for a in argv[at + 2:])
+        print(sweep_table(remeasure(argv[at + 1], more, log=lambda m: print(m, file=sys.stderr, flush=True))))
+        sys.exit(0)
     if "--logistic-lookup" in argv:
         print(logistic_lookup("--measure" in argv, log=lambda m: print(m, file=sys.stderr, flush=True)))
         sys.exit(0)

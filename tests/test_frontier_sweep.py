@@ -16,6 +16,7 @@ def test_the_committed_sweep_renders_every_point_with_measured_and_estimated_run
     assert any("= `kaggle_xgboost`" in r for r in rows) and COMMITTED in {(r["trees"], r["depth"], r["bits"]) for r in results}
     measured = [r for r in results if "warm_s" in r.get("measured", {})]
     assert measured and table.count("measured (CPU") == len(measured)
+    assert table.count("; earlier ") == sum("warm_s" in r.get("measured_earlier", {}) for r in measured)
     for r in results:  # every compiled point has a warm run, measured or labelled an estimate
         if "pbs" in r and "warm_s" not in r.get("measured", {}):
             assert r["bits"] in calibration(results) or any(b < r["bits"] for b in calibration(results))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,9 +38,30 @@ def _network(name):
     return network_option(name)
 
 
+def _scenario_paths(paths) -> list:
+    """The files given, a directory standing for its *.yaml (sorted): `run scenarios/kaggle_xgboost`."""
+    out = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            found = sorted(path.glob("*.yaml"))
+            if not found:
+                raise click.ClickException(f"{path}: a directory with no *.yaml scenario")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
+def bench_case_name(flip: str) -> str:
+    """The bench's explanation applicant for a bin that flips the decision: its name is its session's key id
+    ([A-Za-z0-9._-]), so a bin such as "18+" is spelt "18plus" (bench --quick on kaggle_logistic was refused)."""
+    return "bin_found_" + re.sub(r"[^A-Za-z0-9._-]", "_", flip.replace("+", "plus"))
+
+
 def _load_all(paths, deployment=None) -> list:
     loaded, errors = [], []
-    for path in paths:
+    for path in _scenario_paths(paths):
         try:
             loaded.append(load_scenario(path, deployment))
         except ScenarioError as exc:
@@ -55,7 +77,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("scenario_files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("scenario_files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here.")
 @click.option("--report-md", type=click.Path(dir_okay=False, path_type=Path), help="Write the Markdown report here.")
 @click.option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
@@ -82,7 +104,7 @@ def cli() -> None:
 @network_option_decorator()
 def run(scenario_files, report_json, report_md, report_html, fhe, strategy, transport, deployment, insecure, attach,
         keys_dir, liveness, keep_run_dir, network_name):
-    """Start the four processes and drive SCENARIO_FILES (default: scenarios/approved.yaml)."""
+    """Start the four processes and drive SCENARIO_FILES (a directory: its *.yaml; default: scenarios/approved.yaml)."""
     from simulation.links import check_liveness
     from simulation.report import INSECURE, network_line, phase_table, summary_table, write_json, write_markdown
     from simulation.runner import ScenarioRunner
@@ -178,7 +200,7 @@ def keys(directory):
 
 
 @cli.command()
-@click.argument("scenario_files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("scenario_files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @deployment_option("Check the applicants against this deployment's schema instead of the scenario's own.")
 def validate(scenario_files, deployment):
     """Check scenario files (against their deployment's schema) without starting any process."""
@@ -242,7 +264,7 @@ def bench(quick, hostile, network, engines, repeats, json_path, report_html, dep
     found = load_scenario(shipped / "denied_bin_found.yaml", dep.directory).applicants[0]
     bins = dep.bins
     flip = next(s.expect.bin for s in found.steps if s.expect.bin)
-    cases = {"no_bin_helps": (no_bin, bins), f"bin_found_{flip}": (found.data, bins[:bins.index(flip)])}
+    cases = {"no_bin_helps": (no_bin, bins), bench_case_name(flip): (found.data, bins[:bins.index(flip)])}
     started = time.time()
     figures = run_benchmarks(dep, shipped, approved, cases, quick, click.echo)
     figures["machine"] = {"cores": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version()}

@@ -34,6 +34,25 @@ def test_validate_good_and_bad_files(runner, tmp_path):
     assert "bad.yaml: applicants[0].bank.Account_age: value -5 is out of range" in result.output
 
 
+def test_a_directory_stands_for_its_scenarios(runner, tmp_path):
+    result = runner.invoke(cli, ["validate", str(SCENARIO_DIR / "kaggle_xgboost")])
+    assert result.exit_code == 0, result.output
+    for path in (SCENARIO_DIR / "kaggle_xgboost").glob("*.yaml"):
+        assert path.name in result.output
+    empty = runner.invoke(cli, ["validate", str(tmp_path)])
+    assert empty.exit_code == 1 and "a directory with no *.yaml scenario" in empty.output
+
+
+def test_bench_names_an_explanation_case_as_a_valid_key_id():
+    import re
+
+    from run_scenario import bench_case_name
+
+    for flip in ("5-8", "18+", "11-18", "20 and more"):
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", bench_case_name(flip)), flip
+    assert bench_case_name("18+") == "bin_found_18plus"
+
+
 def test_run_refuses_an_invalid_file_before_starting_anything(runner, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\n")

@@ -162,3 +162,17 @@ def test_each_deployments_shipped_scenarios_pass_with_real_fhe(name):
     result = RUNNER.invoke(cli, ["run", *paths])
     assert result.exit_code == 0, result.output[-3000:]
     assert result.output.count("PASSED") == 5 and "INSECURE" not in result.output
+
+
+@pytest.mark.fhe
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["kaggle_xgboost", "kaggle_logistic"])
+def test_each_family_deployments_shipped_scenarios_pass_with_real_fhe(name):
+    """Every shipped scenario of the model-family deployments, the directory given as the CLI takes it (≈ 4-6 min
+    each on 2 cores: each scenario pays its own keygen)."""
+    from scenarios import shipped_scenarios
+
+    folder = shipped_scenarios(name)
+    result = RUNNER.invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 0, result.output[-3000:]
+    assert result.output.count("PASSED") == len(list(folder.glob("*.yaml"))) and "INSECURE" not in result.output

@@ -1,0 +1,26 @@
+"""bench.frontier's sweep table from the committed sweep (bench/frontier_sweep.json): no model is trained here."""
+
+import json
+from pathlib import Path
+
+from bench.frontier import COMMITTED, calibration, sweep_table
+
+SWEEP = Path(__file__).resolve().parents[1] / "bench" / "frontier_sweep.json"
+
+
+def test_the_committed_sweep_renders_every_point_with_measured_and_estimated_runs_labelled():
+    results = json.loads(SWEEP.read_text())
+    table = sweep_table(results)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "trees, depth" not in line]
+    assert len(rows) == len(results)
+    assert any("= `kaggle_xgboost`" in r for r in rows) and COMMITTED in {(r["trees"], r["depth"], r["bits"]) for r in results}
+    measured = [r for r in results if "warm_s" in r.get("measured", {})]
+    assert measured and table.count("measured (CPU") == len(measured)
+    assert table.count("; earlier ") == sum("warm_s" in r.get("measured_earlier", {}) for r in measured)
+    for r in results:  # every compiled point has a warm run, measured or labelled an estimate
+        if "pbs" in r and "warm_s" not in r.get("measured", {}):
+            assert r["bits"] in calibration(results) or any(b < r["bits"] for b in calibration(results))
+    assert "est. " in table and "not compiled: " in table
+    for r in measured:  # each measured run decided as the quantized model did
+        ok, n = r["measured"]["agreement"].split("/")
+        assert ok == n

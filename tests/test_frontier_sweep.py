@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from bench.frontier import COMMITTED, calibration, sweep_table
+from bench.sweep import COMMITTED, calibration, sweep_table
 
 SWEEP = Path(__file__).resolve().parents[1] / "bench" / "frontier_sweep.json"
 

@@ -96,6 +96,11 @@ class ProcessTree:
     def __init__(self, exclude: tuple[int, ...] = ()):
         self.exclude = set(exclude)
         self.seen: dict[int, tuple[bytes, str]] = {}  # pid -> (start time, command line)
+        # what this process already had before the run is not the run's (e.g. multiprocessing's resource tracker,
+        # started by an earlier test in the same pytest worker and alive as long as that worker)
+        self._scan()
+        self.exclude |= set(self.seen)
+        self.seen.clear()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 START_ATTEMPTS = 3
+ALL_WORKERS_WITHIN = 20.0  # seconds the evaluator waits for every local worker before it serves with those up
 
 
 class ClusterRefused(ValueError):
@@ -197,18 +198,42 @@ def start_local(workers: int, worker_threads: int, tls_dir: str | None, workdir:
                           "distributed.scheduler.http.routes": ["distributed.http.health"],
                           "distributed.worker.http.routes": ["distributed.http.health"]}):
         for attempt in range(1, START_ATTEMPTS + 1):
+            cluster = None
             try:
-                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                cluster = LocalCluster(n_workers=0, threads_per_worker=1, processes=True, host="127.0.0.1",
                                        protocol="tls://", security=sec, dashboard_address=None,
                                        local_directory=str(local_dir), env=env, silence_logs=logging.WARNING)
+                cluster.scale(workers)  # started in the background: a worker that never comes up blocks nothing
+                wait_for_local_workers(cluster, workers, log)
                 return cluster, sec
-            except Exception as exc:  # noqa: BLE001 - a worker process that died while starting: start again
+            except Exception as exc:  # noqa: BLE001 - no worker came up (died, or stopped, while starting): again
+                close_quietly(cluster)
+                kill_leftover_workers()
                 if attempt == START_ATTEMPTS:
                     raise RuntimeError(f"the local Dask cluster did not start ({START_ATTEMPTS} attempts): "
                                        f"{type(exc).__name__}: {exc}") from None
                 log.warning(
                     "evaluator: the local Dask cluster did not start (%s: %s); starting it again",
                     type(exc).__name__, str(exc)[:200])
+
+
+def wait_for_local_workers(cluster, wanted: int, log) -> int:
+    """Wait until the local cluster's scheduler knows `wanted` workers, at most ALL_WORKERS_WITHIN seconds; then
+    go on with those that are up (the others join when they do, or never: one stopped or hung while it started),
+    or raise if none is."""
+    started = time.monotonic()
+    while True:
+        up = len(cluster.scheduler.workers)  # the scheduler runs in this process
+        waited = time.monotonic() - started
+        if up >= wanted:
+            return up
+        if waited > ALL_WORKERS_WITHIN:
+            if not up:
+                raise RuntimeError(f"no local Dask worker came up within {ALL_WORKERS_WITHIN:.0f} s")
+            log.warning("evaluator: %d of %d local Dask worker(s) up after %.0f s; serving with them (the others join "
+                        "when they are up)", up, wanted, waited)
+            return up
+        time.sleep(0.05)
 
 
 def quiet_dask_logs() -> None:

@@ -128,9 +128,6 @@ def _children() -> list[int]:
     return found
 
 
-_left_names: dict[int, str] = {}
-
-
 def _describe(pid: int) -> str:
     """What a left-behind process was: its state (T: stopped) and command line, shortened."""
     try:
@@ -142,9 +139,9 @@ def _describe(pid: int) -> str:
     return f"{state} {cmdline[-90:]}"
 
 
-def _leftovers(before: set[int], wait: float = 3.0) -> list[int]:
+def _leftovers(before: set[int], wait: float = 3.0) -> dict[int, str]:
     """Processes this run left behind: children of ours (direct, or orphans re-parented to us) still
-    alive `wait` seconds after the runner returned; they are killed and reaped."""
+    alive `wait` seconds after the runner returned, each with what it was; they are killed and reaped."""
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -156,14 +153,14 @@ def _leftovers(before: set[int], wait: float = 3.0) -> list[int]:
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.1)
+    named = {pid: _describe(pid) for pid in left}
     for pid in left:
         try:
-            _left_names[pid] = _describe(pid)
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
-    return left
+    return named
 
 
 def _tracebacks(run_dir: Path) -> list[str]:
@@ -236,10 +233,11 @@ def _chaos(scenarios, iterations, seed, fhe, liveness, bar: Progress, rng: rando
             item.outcome, item.detail = classify(report, fault, _tracebacks(Path(tmp)))
         if item.fired:
             item.detection_s = round(ended - fault.fired_at, 2)
-        item.leftovers = _leftovers(before)
-        if item.leftovers:
+        left = _leftovers(before)
+        item.leftovers = list(left)
+        if left:
             item.outcome, item.detail = "BAD: processes left behind", "; ".join(
-                f"pid {pid} ({_left_names.pop(pid, '?')})" for pid in item.leftovers)
+                f"pid {pid} ({what})" for pid, what in left.items())
         results.append(item)
         took = f"{item.detection_s:.1f} s after the fault" if item.detection_s is not None else "no fault fired"
         log(f"{index:>3} {scenario.name:<22} {action:<13} {role:<9} at {at_s:5.2f} s -> {item.outcome}, "

@@ -2,7 +2,9 @@
 
 `python -m bench.frontier` prints it; every figure comes from the committed manifest of each deployment (written by
 `run_scenario.py train`), except the tree's bootstrap intervals, computed here from its quantized predictions on the
-held-out file (the tree's manifest predates them).
+held-out file (the tree's manifest predates them), and the FHE timings: when bench/frontier_timings.json holds a
+deployment (`--time [--json FILE]`, bench/deployment_timing.py: keygen and runs measured again on a quiet machine),
+its timings come from there, else from the manifest (taken while training, under whatever load there was).
 
 `python -m bench.frontier --sweep [--measure] [--json FILE]` adds the sweep of larger monotone ensembles (SWEEP_*):
 per point the quantized model's held-out figures with 95 % intervals and the compiled circuit's PBS count; with
@@ -51,10 +53,11 @@ def tree_intervals(deployment) -> dict[str, list[float]]:
     return bootstrap_intervals(y, pred, p[:, 1])
 
 
-def row(name: str) -> dict[str, Any]:
+def row(name: str, measured: dict[str, Any] | None = None) -> dict[str, Any]:
     deployment = load_deployment(DEPLOYMENTS_DIR / name)
     m = deployment.manifest
-    q, fhe, timings = m["metrics"]["quantized"], m["fhe"], m["timings"]
+    q, fhe = m["metrics"]["quantized"], m["fhe"]
+    timings = (measured or {}).get(name) or m["timings"]
     ci = q.get("ci95") or tree_intervals(deployment)
     params = m.get("model", {}).get("params") or {k: m["training"].get(k) for k in
                                                   ("max_depth", "min_samples_leaf", "high_risk_weight")}
@@ -63,7 +66,8 @@ def row(name: str) -> dict[str, Any]:
             "monotone": deployment.is_monotone_in_years, "q": q, "ci": ci,
             "cv_auc": search.get("candidates", [{}])[0].get("cv_auc") if search else None,
             "pbs": m["metrics"]["programmable_bootstraps"], "eval_key": fhe["eval_key_bytes"],
-            "warm": timings["run_s_median"], "first": timings["run_s_first"], "keygen": timings["keygen_s"]}
+            "warm": timings["run_s_median"], "first": timings["run_s_first"], "keygen": timings["keygen_s"],
+            "timed": "measured again" if timings is not m["timings"] else "manifest"}
 
 
 def _fig(value: float, interval: list[float]) -> str:
@@ -72,8 +76,8 @@ def _fig(value: float, interval: list[float]) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| deployment | model | monotone | held-out AUC | balanced acc. | high-risk recall | high-risk precision "
-             "| grouped-CV AUC | PBS | eval key | warm run | first run | keygen | explanation (≤ runs) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| grouped-CV AUC | PBS | eval key | warm run | first run | keygen | timings from | explanation (≤ runs) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         q, ci = r["q"], r["ci"]
         params = ", ".join(f"{k} {v}" for k, v in r["params"].items())
@@ -84,7 +88,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {_fig(q['high_risk_recall'], ci['high_risk_recall'])} "
             f"| {_fig(q['high_risk_precision'], ci['high_risk_precision'])} "
             f"| {r['cv_auc'] if r['cv_auc'] is not None else 'n/a'} | {r['pbs']} | {r['eval_key'] / 1e6:.1f} MB "
-            f"| {r['warm']:.2f} s | {r['first']:.2f} s | {r['keygen']:.1f} s | {runs} × warm run |")
+            f"| {r['warm']:.2f} s | {r['first']:.2f} s | {r['keygen']:.1f} s | {r['timed']} | {runs} × warm run |")
     return "\n".join(lines)
 
 
@@ -98,8 +102,10 @@ def best_default(rows: list[dict[str, Any]]) -> str:
 
 
 def main(names=FRONTIER, with_sweep: bool = False, measure: bool = False, json_path: str | None = None) -> None:
+    from bench.deployment_timing import measured_timings
     from bench.sweep import sweep_points, sweep_table
-    rows = [row(n) for n in names]
+    measured = measured_timings()
+    rows = [row(n, measured) for n in names]
     print(table(rows))
     print()
     print(best_default(rows))
@@ -131,6 +137,11 @@ if __name__ == "__main__":
         sys.exit(0)
     if "--logistic-lookup" in argv:
         print(logistic_lookup("--measure" in argv, log=lambda m: print(m, file=sys.stderr, flush=True)))
+        sys.exit(0)
+    if "--time" in argv:  # --time [--json FILE]: each frontier deployment's keygen and runs measured again
+        from bench.deployment_timing import measure_all
+        out = argv[argv.index("--json") + 1] if "--json" in argv else None
+        measure_all(FRONTIER, json_path=out, log=lambda m: print(m, file=sys.stderr, flush=True))
         sys.exit(0)
     if "--tree-cv" in argv:
         print(tree_cv(log=lambda m: print(m, file=sys.stderr, flush=True)))

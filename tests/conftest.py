@@ -16,6 +16,7 @@ from simulation.processes import ProcessSet
 from credit_model.deployment import load_deployment
 from scenarios import SCENARIO_DIR
 from scenarios.spec import load_scenario
+from tests.pinned_deployment import TREE
 
 XDIST_WORKERS = 3  # on two cores: most tests wait on real processes and sockets, not on the CPU
 
@@ -31,7 +32,7 @@ def pytest_cmdline_main(config):
 
 @pytest.fixture(scope="session")
 def deployment():
-    return load_deployment()
+    return load_deployment(TREE)
 
 
 @pytest.fixture(scope="session")
@@ -42,13 +43,13 @@ def clear_model(deployment):
 
 @pytest.fixture(scope="session")
 def schema(deployment):
-    """The default deployment's schema (read from its manifest)."""
+    """The tree deployment's schema (read from its manifest)."""
     return deployment.schema
 
 
 @pytest.fixture(scope="session")
 def held_out(deployment):
-    """held_out(n, seed): n applicants of the default deployment's data set (its held-out test file)."""
+    """held_out(n, seed): n applicants of the tree deployment's data set (its held-out test file)."""
     from bench.load import applicant_records
     return lambda n, seed: applicant_records(deployment, n, seed)
 
@@ -69,7 +70,7 @@ def start_roles(tmp_path):
     """Start a subset of roles as real processes (CURVE on) under tmp; every one is stopped afterwards."""
     started = []
 
-    def start(roles, fhe="simulate", transport="ipc", extra_args=None, deployment=None):
+    def start(roles, fhe="simulate", transport="ipc", extra_args=None, deployment=TREE):
         run_dir = tmp_path / f"run{len(started)}"
         run_dir.mkdir()
         procs = ProcessSet(run_dir, transport, fhe, deployment, extra_args or {})

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from run_scenario import cli
 from scenarios import SCENARIO_DIR
 from simulation.processes import MODULES, PROJECT_ROOT, free_tcp_port
+from tests.pinned_deployment import TREE
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def started_elsewhere(tmp_path):
     for role, module in MODULES.items():
         args = [sys.executable, "-m", module, "--control", url["control"], "--evaluator", url["evaluator"],
                 "--bank", url["bank"], "--agency", url["agency"], "--keys-dir", str(keys), "--fhe", "simulate",
-                "--workdir", str(tmp_path / role)]
+                "--deployment", TREE, "--workdir", str(tmp_path / role)]
         procs.append(subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
     yield url["control"], keys, procs

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from run_scenario import cli
+from tests.pinned_deployment import TREE
 
 HEADLINE = ("overhead_ratio", "fhe_run_warm_s", "fhe_run_first_s", "eval_key_bytes", "accuracy_float",
             "accuracy_quantized", "bisect_max_runs", "linear_max_runs", "repeat_speedup", "worker_scaling")
@@ -15,7 +16,7 @@ HEADLINE = ("overhead_ratio", "fhe_run_warm_s", "fhe_run_first_s", "eval_key_byt
 @pytest.mark.slow
 def test_quick_bench_writes_the_headline_figures(tmp_path):
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(cli, ["bench", "--quick", "--json", str(out)])
+    result = CliRunner().invoke(cli, ["bench", "--quick", "--deployment", TREE, "--json", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     for key in HEADLINE:

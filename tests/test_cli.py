@@ -162,7 +162,7 @@ import sys
 from credit_model.deployment import load_deployment
 from credit_model.training.clear_model import ClearModel
 from bench.load import applicant_records
-deployment = load_deployment()
+deployment = load_deployment("kaggle")
 ClearModel(deployment).probability(applicant_records(deployment, 1, 1)[0])
 from protocol.settings import end_process_with
 end_process_with(lambda: sys.exit(3))

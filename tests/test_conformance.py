@@ -11,6 +11,7 @@ from protocol.messages import encode
 from protocol.transport import make_socket
 from run_scenario import cli
 from simulation.processes import PROJECT_ROOT, ProcessSet
+from tests.pinned_deployment import TREE
 
 
 def conformance(*args, timeout=900):
@@ -18,6 +19,7 @@ def conformance(*args, timeout=900):
 
     The suite builds real Concrete key sets and compiles a circuit; done inside a test worker, a native crash there
     took the worker down under load (twice in CI). In its own process a crash is a return code and a stderr here."""
+    args = args if "--deployment" in args else (*args, "--deployment", TREE)  # the roles here serve the tree
     result = subprocess.run([sys.executable, "run_scenario.py", "conformance", *args], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode in (0, 1), f"conformance crashed ({result.returncode}):\n{result.stderr[-3000:]}"
@@ -26,7 +28,7 @@ def conformance(*args, timeout=900):
 
 @pytest.fixture(scope="module")
 def roles(tmp_path_factory):
-    procs = ProcessSet(tmp_path_factory.mktemp("conf"), "tcp", "execute", None)
+    procs = ProcessSet(tmp_path_factory.mktemp("conf"), "tcp", "execute", TREE)
     procs.start(180, ("evaluator", "bank", "agency"))
     yield procs
     procs.stop()
@@ -114,7 +116,7 @@ def start_broken(flaw, role, tmp_path, fhe):
     url = {n: f"tcp://127.0.0.1:{free_tcp_port()}" for n in ("evaluator", "bank", "agency")}
     proc = subprocess.Popen([sys.executable, "-m", "tests.broken_roles", flaw, role, "--evaluator", url["evaluator"],
                              "--bank", url["bank"], "--agency", url["agency"], "--keys-dir", str(keys),
-                             "--fhe", fhe, "--workdir", str(tmp_path / "work")],
+                             "--fhe", fhe, "--deployment", TREE, "--workdir", str(tmp_path / "work")],
                             cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "role.log", "wb"))
     ctx = zmq.Context()
     sock = make_socket(ctx, zmq.DEALER, "user:1")

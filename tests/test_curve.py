@@ -14,6 +14,7 @@ from protocol.messages import Input, Ping, decode, encode
 from protocol.settings import RoleSettings, curve_for
 from protocol.transport import make_socket
 from simulation.processes import ProcessSet
+from tests.pinned_deployment import TREE
 
 
 def test_a_role_without_keys_refuses_to_run():
@@ -62,7 +63,7 @@ def test_a_role_refuses_a_keys_directory_holding_another_roles_secret(tmp_path):
 
 
 def test_the_runner_hands_each_role_only_its_own_keys_directory(tmp_path):
-    procs = ProcessSet(tmp_path, "ipc", "simulate", None)
+    procs = ProcessSet(tmp_path, "ipc", "simulate", TREE)
     try:
         for role in ("evaluator", "user", "bank", "agency"):
             line = procs.command_line(role)
@@ -75,7 +76,7 @@ def test_the_runner_hands_each_role_only_its_own_keys_directory(tmp_path):
 
 @pytest.fixture
 def evaluator(tmp_path):
-    procs = ProcessSet(tmp_path, "tcp", "simulate", None)
+    procs = ProcessSet(tmp_path, "tcp", "simulate", TREE)
     procs.start(180, ("evaluator",))
     ctx = zmq.Context()
     yield procs, ctx

@@ -35,6 +35,7 @@ from simulation.processes import (
 from simulation.runner import ScenarioRunner
 from scenarios.spec import load_scenario
 from tests.fault_timing import Capture, FaultOnMessage, ProcessTree
+from tests.pinned_deployment import TREE
 
 APPROVED, DENIED = decision_message(True), decision_message(False)
 LIVENESS = 4.0  # SPEC §9: the default liveness window (the tests run with the defaults and hold them to this)
@@ -121,7 +122,7 @@ def test_evaluator_stopped_mid_run_is_named_then_restarted_and_the_rerun_decides
     capture, tree = Capture(tmp_path / "evaluator-capture"), ProcessTree()
     data = shipped["approved"].applicants[0].data
     (tmp_path / "run").mkdir()
-    procs = ProcessSet(tmp_path / "run", "ipc", "execute", None, {"evaluator": ["--capture-dir", str(capture.dir)]})
+    procs = ProcessSet(tmp_path / "run", "ipc", "execute", TREE, {"evaluator": ["--capture-dir", str(capture.dir)]})
     try:
         stopped = _stop_evaluator_mid_run_then_restart(procs, capture, data)
     finally:
@@ -191,7 +192,7 @@ def attached_roles(tmp_path):
     for role, module in MODULES.items():
         args = [sys.executable, "-m", module, "--control", url["control"], "--evaluator", url["evaluator"],
                 "--bank", url["bank"], "--agency", url["agency"], "--keys-dir", str(keys), "--fhe", "execute",
-                "--workdir", str(tmp_path / role)]
+                "--deployment", TREE, "--workdir", str(tmp_path / role)]
         if role == "bank":
             args += ["--capture-dir", str(capture.dir), "--fault", "delay:ACK:1:1.5"]
         with open(tmp_path / f"{role}.log", "wb") as out:
@@ -334,7 +335,7 @@ def test_a_restarted_evaluator_keeps_serving_with_the_same_capture_dir(shipped, 
     data = shipped["approved"].applicants[0].data
     capture = Capture(tmp_path / "evaluator-capture")
     (tmp_path / "run").mkdir()
-    procs = ProcessSet(tmp_path / "run", "ipc", "simulate", None, {"evaluator": ["--capture-dir", str(capture.dir)]})
+    procs = ProcessSet(tmp_path / "run", "ipc", "simulate", TREE, {"evaluator": ["--capture-dir", str(capture.dir)]})
     try:
         procs.start(60)
         session = {"session_id": "cap-1", "key_id": "cap"}

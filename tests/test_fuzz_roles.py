@@ -16,6 +16,7 @@ from protocol.curve import Curve
 from protocol.messages import MessageType, Ping, decode, encode
 from protocol.transport import make_socket
 from simulation.processes import ProcessSet
+from tests.pinned_deployment import TREE
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 # Made here, so that a FUZZ_EXAMPLES hypothesis refuses (0) fails the collection, not a test holding open sockets.
@@ -76,7 +77,7 @@ messages = st.one_of(raw_messages, structured_messages())
 
 @pytest.fixture(scope="module")
 def roles(tmp_path_factory):
-    procs = ProcessSet(tmp_path_factory.mktemp("fuzz"), "ipc", "execute", None)
+    procs = ProcessSet(tmp_path_factory.mktemp("fuzz"), "ipc", "execute", TREE)
     procs.start(180, ("evaluator", "user", "bank", "agency"))
     yield procs
     procs.stop()

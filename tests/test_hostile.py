@@ -12,11 +12,12 @@ from protocol.curve import Curve
 from protocol.messages import GetOutput, Input, Ping, Run, decode, encode
 from protocol.transport import make_socket
 from simulation.processes import ProcessSet
+from tests.pinned_deployment import TREE
 
 
 @pytest.fixture(params=["simulate"])
 def evaluator(tmp_path, request):
-    procs = ProcessSet(tmp_path, "ipc", request.param, None)
+    procs = ProcessSet(tmp_path, "ipc", request.param, TREE)
     procs.start(180, ("evaluator",))
     ctx = zmq.Context()
     socks = {}
@@ -38,7 +39,7 @@ def evaluator(tmp_path, request):
 
 
 def blobs_for(records):
-    dep = load_deployment()
+    dep = load_deployment(TREE)
     sim = SimulatedPartyClient(ml_client(dep))
     return sim, {p: sim.quantize_encrypt_serialize_party(p, dep.preprocessor(p).transform_records([records[p]]))
                  for p in records}
@@ -56,7 +57,7 @@ def test_replayed_messages_are_answered_and_change_nothing(evaluator, alice):
     replayed = send("user", encode(GetOutput("a-1", "r1", 20_000), 9)).message
     assert out == replayed
     probability = float(sim.decrypt_probabilities(out.ciphertext)[0][1])
-    assert probability == pytest.approx(ClearModel(load_deployment()).probability(alice))
+    assert probability == pytest.approx(ClearModel(load_deployment(TREE)).probability(alice))
 
 
 @pytest.mark.fhe
@@ -64,7 +65,7 @@ def test_replayed_messages_are_answered_and_change_nothing(evaluator, alice):
 def test_a_ciphertext_of_another_circuit_fails_its_run_not_the_evaluator(evaluator, alice):
     from protocol.messages import EvalKey
     procs, send = evaluator
-    dep = load_deployment()
+    dep = load_deployment(TREE)
     client = ml_client(dep)
     client.generate_private_and_evaluation_keys()
     assert send("user", encode(EvalKey("alice", client.get_serialized_evaluation_keys()), 0)).message.TYPE.value == "ACK"

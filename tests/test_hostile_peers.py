@@ -22,12 +22,13 @@ from protocol.messages import EvalKey, GetOutput, Input, KeyQuery, Output, Ping,
 from bench.hostile import flood, rss_mb
 from simulation.processes import MODULES, PROJECT_ROOT, free_tcp_port
 from tests.conftest import ask
+from tests.pinned_deployment import TREE
 
 PARTIES = ("user", "bank", "agency")
 
 
 def sim_blobs(records):
-    dep = load_deployment()
+    dep = load_deployment(TREE)
     sim = SimulatedPartyClient(ml_client(dep))
     return {p: sim.quantize_encrypt_serialize_party(p, dep.preprocessor(p).transform_records([records[p]]))
             for p in PARTIES}
@@ -78,7 +79,7 @@ def test_only_the_applicants_user_can_read_its_output_or_run_its_session(evaluat
 def test_the_bank_cannot_replace_the_applicants_evaluation_key(start_roles, client_socket, alice, clear_model):
     procs = start_roles(("evaluator",), fhe="execute")
     socks = {r: client_socket(procs.endpoints["evaluator"], f"{r}:1", procs.keys_dir) for r in PARTIES}
-    dep = load_deployment()
+    dep = load_deployment(TREE)
     user_client, bank_client = ml_client(dep), ml_client(dep)
     for client in (user_client, bank_client):
         client.generate_private_and_evaluation_keys()
@@ -366,7 +367,7 @@ def test_in_attach_mode_ready_is_bound_to_the_senders_key(tmp_path, alice):
         for role in ("evaluator", "bank", "agency", "user"):
             args = [sys.executable, "-m", MODULES[role], "--control", url["control"], "--evaluator",
                     url["evaluator"], "--bank", url["bank"], "--agency", url["agency"], "--keys-dir", str(keys),
-                    "--fhe", "simulate", "--workdir", str(tmp_path / role)]
+                    "--fhe", "simulate", "--deployment", TREE, "--workdir", str(tmp_path / role)]
             procs.append(subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
             if role == "agency":

@@ -14,6 +14,7 @@ from protocol.curve import Curve
 from protocol.messages import Ping, Pong, Ready, decode, encode
 from protocol.transport import PeerClient, TrafficLog, make_socket, routing_identity
 from simulation.processes import PROJECT_ROOT, ProcessSet, RoleProcess
+from tests.pinned_deployment import TREE
 
 PAUSED = "import os, sys; sys.stdin.buffer.read(1); os.execv(sys.executable, [sys.executable] + sys.argv[1:])"
 
@@ -68,7 +69,7 @@ def one_application(procs: ProcessSet, record: dict, sid: str = "a-1") -> str:
 
 @pytest.fixture
 def roles_but_user(tmp_path):
-    procs = ProcessSet(tmp_path, "ipc", "simulate", None, extra_args={"user": ["--request-timeout", "5"]})
+    procs = ProcessSet(tmp_path, "ipc", "simulate", TREE, extra_args={"user": ["--request-timeout", "5"]})
     ctx = zmq.Context()
     procs.start(60, ("evaluator", "bank", "agency"))
     yield procs, ctx
@@ -108,7 +109,7 @@ def test_a_bank_claiming_the_users_control_identity_first_does_not_keep_the_user
 
 def test_a_connection_claiming_an_identity_in_use_never_takes_it_over(tmp_path):
     """ROUTER_HANDOVER off: even knowing the exact identity, a second connection gets nothing, the first keeps it."""
-    procs = ProcessSet(tmp_path, "ipc", "simulate", None)
+    procs = ProcessSet(tmp_path, "ipc", "simulate", TREE)
     ctx = zmq.Context()
     try:
         procs.start(60, ("evaluator",))
@@ -140,7 +141,7 @@ def test_a_key_id_whose_keys_were_made_again_is_never_stale_at_the_evaluator(tmp
     application makes new keys, and the evaluator, which still holds her old evaluation key, must not answer
     KEY_QUERY 'present' for it (the runs would then fail BAD_CIPHERTEXT for good): the key is bound to its
     fingerprint, so the new one is uploaded and replaces it."""
-    procs = ProcessSet(tmp_path, "ipc", "execute", None, extra_args={"user": ["--max-keys", "2"]})
+    procs = ProcessSet(tmp_path, "ipc", "execute", TREE, extra_args={"user": ["--max-keys", "2"]})
     try:
         procs.start(90)
         expected = decision_message(clear_model.approved(alice))

@@ -27,6 +27,7 @@ from scenarios import SCENARIO_DIR
 from simulation.processes import MODULES, PROJECT_ROOT
 from tests.netns_hosts import bridged_hosts, sh
 from tests.fault_timing import Capture, FaultOnMessage, ProcessTree
+from tests.pinned_deployment import TREE
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None or
@@ -56,7 +57,7 @@ def start_roles(hosts, keys, tmp_path, fhe, extra=None):
     for role, module in MODULES.items():
         cmd = ["ip", "netns", "exec", hosts["ns"][role], sys.executable, "-m", module, "--control", url["control"],
                "--evaluator", url["evaluator"], "--bank", url["bank"], "--agency", url["agency"],
-               "--keys-dir", str(keys), "--fhe", fhe, "--workdir", str(tmp_path / role),
+               "--keys-dir", str(keys), "--fhe", fhe, "--deployment", TREE, "--workdir", str(tmp_path / role),
                *(extra or {}).get(role, [])]
         with open(tmp_path / f"{role}.log", "wb") as log:
             procs.append(subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,

@@ -24,6 +24,7 @@ from simulation.processes import MODULES, PROJECT_ROOT
 from tests.netns_hosts import bridged_hosts
 from tests.test_dask_engine import clear_decision
 from tests.test_faults_midrun import shipped_applicant
+from tests.pinned_deployment import TREE
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("openssl") is None or
@@ -78,7 +79,7 @@ def test_a_tls_cluster_on_other_hosts_survives_a_worker_killed_mid_run(hosts, tm
         procs[role] = in_ns(hosts, role, [
             sys.executable, "-m", module, "--control", url["control"], "--evaluator", url["evaluator"],
             "--bank", url["bank"], "--agency", url["agency"], "--keys-dir", str(keys), "--fhe", "execute",
-            "--workdir", str(tmp_path / role), *extra], tmp_path / f"{role}.log")
+            "--deployment", TREE, "--workdir", str(tmp_path / role), *extra], tmp_path / f"{role}.log")
     evaluator_log = tmp_path / "evaluator.log"
     killed = {}
     try:

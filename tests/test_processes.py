@@ -10,6 +10,7 @@ from protocol import PROTOCOL_VERSION
 from protocol.messages import ClientKey, GetOutput, Input, KeyQuery, Ping, Run, encode
 from simulation.processes import RoleFailure
 from tests.conftest import ask
+from tests.pinned_deployment import TREE
 
 
 def error_code(packet):
@@ -47,7 +48,7 @@ def test_errors_of_the_reference_demo(start_roles, client_socket, alice):
 
     procs = start_roles(("evaluator", "bank"), fhe="execute")
     ev_port = procs.endpoints["evaluator"]
-    deployment = load_deployment()
+    deployment = load_deployment(TREE)
     sim = SimulatedPartyClient(ml_client(deployment))  # well-formed values; no real keys involved
     blobs = {p: sim.quantize_encrypt_serialize_party(p, deployment.preprocessor(p).transform_records([alice[p]]))
              for p in ("user", "bank", "agency")}
@@ -113,7 +114,7 @@ def test_roles_and_dask_workers_do_not_outlive_a_killed_runner(tmp_path):
     import psutil
     code = (
         "import sys, time; from pathlib import Path; from simulation.processes import ProcessSet\n"
-        "p = ProcessSet(Path(sys.argv[1]), 'ipc', 'simulate', None, {'evaluator': ['--engine', 'dask', '--workers', "
+        "p = ProcessSet(Path(sys.argv[1]), 'ipc', 'simulate', 'kaggle', {'evaluator': ['--engine', 'dask', '--workers', "
         "'1']})\n"
         "pids = p.start(180); print(' '.join(f'{r}={n}' for r, n in pids.items()), flush=True); time.sleep(600)\n")
     runner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
@@ -263,7 +264,7 @@ def test_a_lone_dask_worker_stopped_while_its_cluster_starts_is_not_left_behind(
     stops the roles nothing they started is left: the stopped worker is SIGKILLed (by the evaluator when it starts
     the cluster again, or by the runner after the roles, which names what it killed)."""
     from simulation.processes import ProcessSet
-    procs = ProcessSet(tmp_path / "run", "ipc", "simulate", None, {"evaluator": ["--engine", "dask", "--workers", "1"]})
+    procs = ProcessSet(tmp_path / "run", "ipc", "simulate", TREE, {"evaluator": ["--engine", "dask", "--workers", "1"]})
     watcher, stopped = stop_the_first_worker_when_spawned(procs)
     try:
         with pytest.raises(RoleFailure) as failed:
@@ -283,7 +284,7 @@ def test_a_dask_worker_stopped_while_its_cluster_starts_does_not_keep_the_evalua
     the run (chaos's `stop` aimed at a worker during start-up failed the run and left it behind)."""
     from simulation.processes import ProcessSet
     from tests.test_dask_engine import clear_decision
-    procs = ProcessSet(tmp_path / "run", "ipc", "simulate", None, {"evaluator": ["--engine", "dask", "--workers", "2"]})
+    procs = ProcessSet(tmp_path / "run", "ipc", "simulate", TREE, {"evaluator": ["--engine", "dask", "--workers", "2"]})
     watcher, stopped = stop_the_first_worker_when_spawned(procs)
     try:
         procs.start(60)

@@ -62,6 +62,7 @@ from protocol.messages import (
 )
 from protocol.transport import make_socket
 from simulation.processes import ProcessSet
+from tests.pinned_deployment import TREE
 
 PARTIES = ("user", "bank", "agency")
 SENDERS = ("user", "bank", "agency", "runner")          # proven identities the tests speak as
@@ -223,7 +224,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, shipped):
-    deployment = load_deployment()
+    deployment = load_deployment(TREE)
     simulator = SimulatedPartyClient(ml_client(deployment))
     applicants = [shipped["approved"].applicants[0].data, shipped["denied_bin_found"].applicants[0].data]
     blobs = [{p: simulator.quantize_encrypt_serialize_party(p, deployment.preprocessor(p).transform_records([a[p]]))
@@ -240,7 +241,7 @@ def env(tmp_path_factory, shipped):
         "an input key twice": (inputs * 2, tuple(input_secret_key(spec, k) for k in inputs * 2)),
         "no key": ([], ()),
     }
-    procs = ProcessSet(tmp_path_factory.mktemp("machines"), "ipc", "simulate", None,
+    procs = ProcessSet(tmp_path_factory.mktemp("machines"), "ipc", "simulate", TREE,
                        {"bank": ["--fhe", "execute"], "agency": ["--fhe", "execute"]})
     try:
         procs.start(180, ("evaluator", "bank", "agency"))

@@ -18,6 +18,7 @@ from scenarios import SCENARIO_DIR
 from simulation.processes import PROJECT_ROOT, ProcessSet, RoleProcess
 from simulation.runner import ScenarioRunner
 from scenarios.spec import load_scenario
+from tests.pinned_deployment import TREE
 
 DENIED = SCENARIO_DIR / "denied_bin_found.yaml"
 
@@ -115,7 +116,7 @@ def test_a_failure_after_the_last_step_names_the_phase_not_start(tmp_path):
 
 
 def test_a_role_killed_by_someone_else_while_stopping_is_not_recorded_as_shutdown(tmp_path):
-    procs = ProcessSet(tmp_path, "ipc", "simulate", None)
+    procs = ProcessSet(tmp_path, "ipc", "simulate", TREE)
     sleeper = subprocess.Popen(["sleep", "30"])
     procs.procs["bank"] = RoleProcess("bank", sleeper, None, identity=b"bank:x", pid=sleeper.pid)
     killer = threading.Timer(0.3, sleeper.kill)

@@ -34,6 +34,7 @@ from scenarios.spec import load_scenario
 from web.session import (ALL_INPUTS_FIRST, APPLICANT_FIRST, DECRYPT_FIRST, EXPLAINED, KEYS_DONE, KEYS_FIRST,
                          NOTHING_SENT, OUTPUT_DONE, RUN_DONE, RUN_FIRST, SENT, SIM_KEYS, SIM_OUTPUT_DONE,
                          SIM_RUN_DONE, SIM_SENT)
+from tests.pinned_deployment import TREE
 
 pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -48,14 +49,16 @@ if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
 
 @pytest.fixture
 def page(tmp_path):
-    """start(*options) -> (url, process): `run_scenario.py ui` on a free port, serving once the page answers."""
+    """start(*options) -> (url, process): `run_scenario.py ui` on a free port (on the tree deployment unless the
+    options name one), serving once the page answers."""
     started = []
 
     def start(*options):
         port = free_tcp_port()
         log = open(tmp_path / f"ui{len(started)}.log", "w+")
         proc = subprocess.Popen([sys.executable, "run_scenario.py", "ui", "--port", str(port),
-                                 "--save-dir", str(tmp_path / "saved"), *options], cwd=PROJECT_ROOT,
+                                 "--save-dir", str(tmp_path / "saved"), *options,
+                                 *(() if "--deployment" in options else ("--deployment", TREE))], cwd=PROJECT_ROOT,
                                 stdout=log, stderr=subprocess.STDOUT, text=True)
         started.append((proc, log))
         url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 90

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import click
 
+from credit_model.deployment import DEFAULT as DEFAULT_DEPLOYMENT
 from scenarios import SCENARIO_DIR, shipped_scenarios
 from scenarios.spec import ScenarioError, load_scenario
 
-DEFAULT_SCENARIO = SCENARIO_DIR / "approved.yaml"
+# `run` with no file: the default deployment's approved applicant (the README's main job).
+DEFAULT_SCENARIO = shipped_scenarios(DEFAULT_DEPLOYMENT) / "approved.yaml"
 
 
-DEPLOYMENT_HELP = ("Deployment: kaggle, demo, synthetic (committed, in deployment_files/) or a directory; "
-                   "default: the scenario's own `deployment:`, else kaggle.")
+DEPLOYMENT_HELP = (f"Deployment: kaggle, kaggle_logistic, kaggle_xgboost, demo, synthetic (committed, in "
+                   f"deployment_files/) or a directory; default: the scenario's own `deployment:`, else "
+                   f"{DEFAULT_DEPLOYMENT}.")
 
 
 def deployment_option(help_text: str = DEPLOYMENT_HELP):
@@ -104,7 +107,8 @@ def cli() -> None:
 @network_option_decorator()
 def run(scenario_files, report_json, report_md, report_html, fhe, strategy, transport, deployment, insecure, attach,
         keys_dir, liveness, keep_run_dir, network_name):
-    """Start the four processes and drive SCENARIO_FILES (a directory: its *.yaml; default: scenarios/approved.yaml)."""
+    """Start the four processes and drive SCENARIO_FILES (a directory: its *.yaml; default: the default
+    deployment's approved applicant, scenarios/kaggle_logistic/approved.yaml)."""
     from simulation.links import check_liveness
     from simulation.report import INSECURE, network_line, phase_table, summary_table, write_json, write_markdown
     from simulation.runner import ScenarioRunner
@@ -224,7 +228,7 @@ def validate(scenario_files, deployment):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
 @click.option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the measured latency distributions here (HTML, readable offline).")
-@deployment_option("Deployment to measure (default kaggle); its shipped scenarios give the applicants.")
+@deployment_option(f"Deployment to measure (default {DEFAULT_DEPLOYMENT}); its shipped scenarios give the applicants.")
 def bench(quick, hostile, network, engines, repeats, json_path, report_html, deployment):
     """Measure the committed model end to end with real FHE and print the figures."""
     import json
@@ -294,7 +298,7 @@ def _bench_html(path: Path, title: str, figures: dict) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here.")
 @click.option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the sessions' latency distributions here (HTML, readable offline).")
-@deployment_option("Deployment to load (default kaggle).")
+@deployment_option(f"Deployment to load (default {DEFAULT_DEPLOYMENT}).")
 @network_option_decorator()
 @click.option("--population", type=click.IntRange(1, 1_000_000), default=None,
               help="Instead: the first N applicants of the held-out file through the four roles, one at a time; "
@@ -357,7 +361,8 @@ def load(sessions, json_path, report_html, deployment, network_name, population,
 @click.option("--fhe", type=click.Choice(["execute", "simulate"]), default="execute",
               help="How the evaluator under test runs (decides what the legal sequence expects).")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Deadline of every reply, seconds.")
-@deployment_option("The deployment the implementation serves (its circuit, key size and schema); default kaggle.")
+@deployment_option(f"The deployment the implementation serves (its circuit, key size and schema); "
+                   f"default {DEFAULT_DEPLOYMENT}.")
 @click.option("--max-sessions", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="The evaluator's session bound (its --max-sessions), for the eviction check.")
 def conformance(role, endpoint, server_key, keys_dir, fhe, timeout, deployment, max_sessions):
@@ -423,7 +428,7 @@ def chaos(scenario_files, iterations, seed, fhe, liveness, json_path, dask_worke
 
 
 @cli.command()
-@deployment_option("Deployment whose schema, circuit and bins the page uses (default kaggle).")
+@deployment_option(f"Deployment whose schema, circuit and bins the page uses (default {DEFAULT_DEPLOYMENT}).")
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True,
               help="Serve the page on http://127.0.0.1:PORT.")
 @click.option("--fhe", type=click.Choice(["execute", "simulate"]), default="execute", show_default=True,
@@ -467,7 +472,7 @@ def ui(deployment, port, fhe, attach, keys_dir, insecure, transport, save_dir, l
 
     if fhe == "simulate":
         click.secho(f"!! {INSECURE}", fg="red", bold=True)
-    limits = Limits(tabs, applications_per_tab)
+    limits = Limits(tabs, applications_per_tab, dep.manifest["fhe"]["eval_key_bytes"] if fhe == "execute" else 0)
     if save_dir is None:
         data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
         save_dir = data / "fhe-credit-sim" / "saved"

@@ -11,7 +11,7 @@ from web.capacity import Capacity, Limits, Refused
 def test_limits_give_every_tab_its_applications_and_the_roles_their_arguments():
     limits = Limits(tabs=3, applications=5)
     assert (limits.sessions, limits.keys) == (15, 20) and Limits(tabs=16).keys == 32
-    assert limits.role_args()["evaluator"] == ["--max-sessions", "15", "--max-keys", "20"]
+    assert limits.role_args()["evaluator"] == ["--max-sessions", "15", "--max-keys", "20", "--max-store-mb", "4096"]
     assert {r: a for r, a in limits.role_args().items() if r != "evaluator"} == \
         {r: ["--max-keys", "20"] for r in ("user", "bank", "agency")}
     with pytest.raises(ValueError):
@@ -53,3 +53,13 @@ def test_keys_follow_each_roles_own_order():
     capacity.done(capacity.reserve("A", "key", 0), "ka2", 101)  # A's own new keys drop its old ones
     capacity.done(capacity.reserve("B", "key", 0), "kb-next", 102)
     assert capacity.reserve("B", "key", 1).generation == 1  # a restart of the roles: nothing kept any more
+
+
+def test_the_evaluators_byte_bound_holds_every_key_the_page_lets_it_keep():
+    """The default deployment's 469 MB keys: 20 of them need 9.4 GB, more than the evaluator's default 4096 MB; the page
+    starts it with room for all (10 % and 256 MB over), or the store would drop an open tab's key for its bytes."""
+    key = 469_230_208
+    limits = Limits(tabs=8, key_bytes=key)
+    store = int(limits.role_args()["evaluator"][limits.role_args()["evaluator"].index("--max-store-mb") + 1])
+    assert store * 2**20 >= limits.keys * key * 1.1 and limits.keys == 20
+    assert Limits(tabs=8).store_mb == Limits(tabs=8, key_bytes=37_731_224).store_mb == 4096  # the tree's fit already

@@ -15,13 +15,17 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-MAX_TABS = 16  # keys are tens of MB each at the evaluator (on disk) and at the user (in memory)
+from protocol.settings import RoleSettings
+
+MAX_TABS = 16  # keys are 38-469 MB each at the evaluator (on disk) and at the user (in memory)
+STORE_MB_DEFAULT = RoleSettings.max_store_mb  # the evaluator's --max-store-mb when not told
 
 
 @dataclass(frozen=True)
 class Limits:
     tabs: int = 8  # tabs holding keys at once
     applications: int = 25  # decided applications a tab keeps for "Save as scenario"; its older ones are dropped
+    key_bytes: int = 0  # the deployment's evaluation key (real FHE; 0 with simulation, which has none)
 
     def __post_init__(self):
         if not (1 <= self.tabs <= MAX_TABS and self.applications >= 1):
@@ -37,10 +41,17 @@ class Limits:
         """Applications the evaluator keeps: tabs x applications per tab."""
         return self.tabs * self.applications
 
+    @property
+    def store_mb(self) -> int:
+        """The evaluator's byte bound: room for `keys` evaluation keys of this deployment and its other files, so
+        that it never drops an open tab's key for its bytes before its count (the default deployment's key is
+        469 MB: 20 of them are 9 GB on the evaluator's disk), and never less than the evaluator's own default."""
+        return max(STORE_MB_DEFAULT, -(-self.keys * self.key_bytes * 11 // 10 // 2**20) + 256)
+
     def role_args(self) -> dict[str, list[str]]:
         keys = ["--max-keys", str(self.keys)]
-        return {"evaluator": ["--max-sessions", str(self.sessions), *keys], "user": keys, "bank": keys,
-                "agency": keys}
+        return {"evaluator": ["--max-sessions", str(self.sessions), *keys, "--max-store-mb", str(self.store_mb)],
+                "user": keys, "bank": keys, "agency": keys}
 
 
 class Refused(Exception):

@@ -178,7 +178,7 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig, log: Callable[[st
     from concrete.ml.sklearn import DecisionTreeClassifier as ConcreteTree
     from sklearn.tree import DecisionTreeClassifier as FloatTree
 
-    from credit_model.training.fhe_model import MultiInputFHEModelClient, MultiInputFHEModelDev, compile_multi_input
+    from credit_model.training.fhe_model import MultiInputFHEModelClient, compile_multi_input
 
     if config.model not in (None, "tree"):
         from credit_model.training.train_family import train_family_and_deploy
@@ -227,13 +227,7 @@ def train_and_deploy(output_dir: Path, config: TrainingConfig, log: Callable[[st
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output_dir.parent) as tmp:
         staging = Path(tmp) / "deploy"
-        MultiInputFHEModelDev(str(staging), model, circuit).save()
-        circuit.simulator.save(staging / "server_simulate.zip", via_mlir=True)
-        for name in ("client.zip", "server.zip", "server_simulate.zip"):
-            normalize_zip(staging / name)
-        for party, pre in preprocessors.items():
-            pre.save(staging / f"preprocessor_{party}.json")
-        write_warmup_inputs(staging)
+        stage_circuit(staging, model, circuit, preprocessors)
         reference_tree.write(staging, model, columns)
         rows = fhe_rows(test, config)
         fhe_facts = measure_fhe(staging, slices, preprocessors, rows, model,
@@ -308,6 +302,20 @@ def _canonical_processing(data: bytes) -> bytes:
         fixed.append((name, content))
     model_type["serialized_value"] = _zip_bytes(fixed, zipfile.ZIP_STORED).hex()
     return json.dumps(processing).encode()
+
+
+def stage_circuit(staging: Path, model, circuit, preprocessors: dict[str, PartyPreprocessor]) -> None:
+    """A deployment's circuit files into `staging`, for any family: client.zip and server.zip (Concrete ML's own
+    writer), the simulator's server, each written reproducibly, the parties' preprocessors and the warm-up inputs."""
+    from credit_model.training.fhe_model import MultiInputFHEModelDev
+
+    MultiInputFHEModelDev(str(staging), model, circuit).save()
+    circuit.simulator.save(staging / "server_simulate.zip", via_mlir=True)
+    for name in ("client.zip", "server.zip", "server_simulate.zip"):
+        normalize_zip(staging / name)
+    for party, pre in preprocessors.items():
+        pre.save(staging / f"preprocessor_{party}.json")
+    write_warmup_inputs(staging)
 
 
 def normalize_zip(path: Path) -> None:

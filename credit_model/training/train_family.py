@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from credit_model.deployment import ARTIFACTS, MANIFEST, write_manifest, write_warmup_inputs
+from credit_model.deployment import ARTIFACTS, MANIFEST, write_manifest
 from credit_model.schema import EMPLOYED_FEATURE, PARTIES, YEARS_FEATURE, Schema
 from credit_model.training import reference_model
 from credit_model.training.evaluation import classification_figures, novel_rows
@@ -21,7 +21,7 @@ from credit_model.training.families import (
     MODEL_CLASSES, SEARCH_SPACES, clear_probabilities, concrete_model, is_monotone_in, prepare_for_circuit)
 from credit_model.training.selection import applicant_groups, bootstrap_intervals, grid, grouped_cv
 from credit_model.training.train import (
-    TrainingConfig, baseline_figures, fhe_rows, measure_fhe, normalize_zip, party_data)
+    TrainingConfig, baseline_figures, fhe_rows, measure_fhe, party_data, stage_circuit)
 
 FAMILY_PARAMS = {"xgboost": ("n_estimators", "max_depth", "learning_rate", "high_risk_weight"),
                  "logistic": ("C", "high_risk_weight")}
@@ -71,7 +71,7 @@ def train_family_and_deploy(output_dir: Path, config: TrainingConfig, log: Calla
     """As train.train_and_deploy, for config.model in xgboost | logistic."""
     from concrete.ml.deployment import FHEModelServer
 
-    from credit_model.training.fhe_model import MultiInputFHEModelClient, MultiInputFHEModelDev, compile_multi_input
+    from credit_model.training.fhe_model import MultiInputFHEModelClient, compile_multi_input
 
     family = config.model
     if family not in FAMILY_PARAMS:
@@ -132,13 +132,7 @@ def train_family_and_deploy(output_dir: Path, config: TrainingConfig, log: Calla
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output_dir.parent) as tmp:
         staging = Path(tmp) / "deploy"
-        MultiInputFHEModelDev(str(staging), model, circuit).save()
-        circuit.simulator.save(staging / "server_simulate.zip", via_mlir=True)
-        for name in ("client.zip", "server.zip", "server_simulate.zip"):
-            normalize_zip(staging / name)
-        for party, pre in preprocessors.items():
-            pre.save(staging / f"preprocessor_{party}.json")
-        write_warmup_inputs(staging)
+        stage_circuit(staging, model, circuit, preprocessors)
         reference = reference_model.write(staging, model, family, columns)
         fhe_facts = measure_fhe(staging, slices, preprocessors, fhe_rows(test, config), clear,
                                 MultiInputFHEModelClient, FHEModelServer, log)

@@ -24,3 +24,19 @@ def test_the_committed_sweep_renders_every_point_with_measured_and_estimated_run
     for r in measured:  # each measured run decided as the quantized model did
         ok, n = r["measured"]["agreement"].split("/")
         assert ok == n
+
+
+def test_the_frontier_takes_a_deployments_timings_from_the_re_measurement_when_it_holds_them():
+    """bench.frontier's rows: the timings of bench/frontier_timings.json when it names the deployment (and the table
+    says so), else the manifest's; the rule's line then follows the timings it was given."""
+    from bench.frontier import best_default, row, table
+
+    manifest = json.loads((Path(__file__).resolve().parents[1] / "deployment_files" / "kaggle_logistic" /
+                           "manifest.json").read_text())["timings"]
+    measured = {"kaggle_logistic": {"run_s_median": 9.5, "run_s_first": 8.25, "keygen_s": 7.75}}
+    again, stale = row("kaggle_logistic", measured), row("kaggle_logistic", {})
+    assert (again["warm"], again["first"], again["keygen"], again["timed"]) == (9.5, 8.25, 7.75, "measured again")
+    assert (stale["warm"], stale["timed"]) == (manifest["run_s_median"], "manifest")
+    assert "| 9.50 s | 8.25 s | 7.8 s | measured again |" in table([again])
+    quick = dict(again, warm=1.0)
+    assert "`kaggle_logistic`" in best_default([quick]) and "NOT met" in best_default([quick])

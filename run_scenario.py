@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from credit_model.deployment import DEFAULT as DEFAULT_DEPLOYMENT
+from credit_model.deployment import COMMITTED, DEFAULT as DEFAULT_DEPLOYMENT
 from scenarios import SCENARIO_DIR, shipped_scenarios
 from scenarios.spec import ScenarioError, load_scenario
 
@@ -18,9 +18,8 @@ from scenarios.spec import ScenarioError, load_scenario
 DEFAULT_SCENARIO = shipped_scenarios(DEFAULT_DEPLOYMENT) / "approved.yaml"
 
 
-DEPLOYMENT_HELP = (f"Deployment: kaggle, kaggle_logistic, kaggle_xgboost, demo, synthetic (committed, in "
-                   f"deployment_files/) or a directory; default: the scenario's own `deployment:`, else "
-                   f"{DEFAULT_DEPLOYMENT}.")
+DEPLOYMENT_HELP = (f"Deployment: {', '.join(COMMITTED)} (committed, in deployment_files/) or a directory; default: "
+                   f"the scenario's own `deployment:`, else {DEFAULT_DEPLOYMENT}.")
 
 
 def deployment_option(help_text: str = DEPLOYMENT_HELP):

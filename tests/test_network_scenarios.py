@@ -41,9 +41,11 @@ def test_the_shipped_network_scenarios_pass_and_show_what_costs(tmp_path):
         up = profiles[profile].link("user-evaluator").up_mbit
         assert upload["sent_bytes"] > 37_000_000
         assert upload["wall_s"] >= 0.95 * upload["sent_bytes"] * 8 / (up * 1e6), (profile, upload)
-        # ... and it is the first application's largest phase; the repeat has no key upload and costs a fraction
-        # of it (a tenth on a quiet machine, BENCHMARKS.md; a third here, where other tests may load the cores)
-        assert upload["wall_s"] == max(r["wall_s"] for r in first), first
+        # ... it moves the most bytes of the first application (its wall time is the largest phase on a quiet
+        # machine, BENCHMARKS.md, but not under the suite's load: the first run, CPU-bound, once took 12.9 s against
+        # a 7.8 s WAN upload); the repeat has no key upload and costs a fraction of it (a tenth on a quiet machine; a
+        # third here, where other tests may load the cores)
+        assert upload["sent_bytes"] == max(r["sent_bytes"] for r in first) > 100 * sum(r["sent_bytes"] for r in repeat)
         assert not by(repeat, phase="key upload") or by(repeat, phase="key upload")[0]["sent_bytes"] < 10_000
         assert sum(r["wall_s"] for r in repeat) < upload["wall_s"] / 3, (repeat, upload)
         assert sum(m["type"] == "EVAL_KEY" for m in run["messages"]) == 1
